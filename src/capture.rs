@@ -1,0 +1,97 @@
+//! Sandbox sink: each message becomes one Maildir file under
+//! `data_dir/capture/` (written to `tmp/`, fsynced, renamed into `new/`), with
+//! the envelope in `X-Postern-*` header lines above the message bytes, which
+//! are stored exactly as received.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use crate::smtp::codec::Path as MailPath;
+
+/// What the capture file records about the transaction.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    pub user: &'a str,
+    pub mail_from: &'a MailPath,
+    pub rcpts: &'a [MailPath],
+    pub helo: &'a str,
+    pub peer: std::net::SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct Capture {
+    dir: PathBuf,
+    counter: AtomicU64,
+}
+
+impl Capture {
+    /// Make sure `dir/{tmp,new,cur}` exist.
+    pub fn open(dir: &Path) -> std::io::Result<Capture> {
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        Ok(Capture {
+            dir: dir.to_owned(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Store one message; returns its file name (the id given to the client).
+    pub async fn store(&self, env: &Envelope<'_>, message: &[u8]) -> std::io::Result<String> {
+        let now = SystemTime::now();
+        let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Maildir unique name: time.M<usec>P<pid>Q<counter>.host
+        let id = format!(
+            "{}.M{}P{}Q{}.postern",
+            since.as_secs(),
+            since.subsec_micros(),
+            std::process::id(),
+            n
+        );
+        let mut head = String::with_capacity(256);
+        head.push_str(&format!("X-Postern-User: {}\r\n", clean(env.user)));
+        head.push_str(&format!("X-Postern-Mail-From: {}\r\n", clean(&env.mail_from.to_string())));
+        for r in env.rcpts {
+            head.push_str(&format!("X-Postern-Rcpt-To: {}\r\n", clean(&r.to_string())));
+        }
+        head.push_str(&format!(
+            "X-Postern-Received: from {} ({}) at {}\r\n",
+            clean(env.helo),
+            env.peer,
+            humantime::format_rfc3339_seconds(now)
+        ));
+        let tmp = self.dir.join("tmp").join(&id);
+        let new = self.dir.join("new").join(&id);
+        let message = message.to_vec();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(head.as_bytes())?;
+            f.write_all(&message)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &new)?;
+            // Make the rename itself durable.
+            if let Some(parent) = new.parent() {
+                if let Ok(d) = std::fs::File::open(parent) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(id)
+    }
+}
+
+/// Header values come from the client: keep them on one line.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}

@@ -1,0 +1,19 @@
+//! Postern: a local SMTP/IMAP gateway. Legacy programs log in on localhost
+//! with a plain password; Postern talks to the provider the modern way.
+//!
+//! Module map (dependencies point down): `config` → `providers`; `server`
+//! spawns `smtp::session`; sessions use `auth`, `route`, `capture` and the
+//! sans-I/O codecs (`smtp::codec`, `sasl`).
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod capture;
+pub mod config;
+pub mod io;
+pub mod providers;
+pub mod route;
+pub mod sasl;
+pub mod secret;
+pub mod server;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,156 @@
+//! The `postern` command line: parse arguments, load the config, call the library.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use postern::config::Config;
+use postern::secret::Secret;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "Local SMTP/IMAP gateway: plain logins on localhost, modern auth to the provider")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = "config/postern.toml")]
+    config: PathBuf,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Run,
+    /// Check the configuration and print the resolved setup (no secrets).
+    CheckConfig,
+    /// Read a password on standard input and print its argon2id hash.
+    HashPassword,
+    /// Print the built-in provider presets.
+    Providers,
+    /// Check an account end to end: DNS, TCP, TLS mode, authentication.
+    Doctor { account: String },
+    /// Get OAuth consent for an account.
+    Auth { account: String },
+    /// Show the state that `run` keeps: tokens, quotas, parked mailboxes.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+fn init_logging(level: Option<&str>, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level.unwrap_or("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Cmd::Providers => {
+            print!("{}", postern::providers::render_table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::HashPassword => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprint!("Password (input is echoed; pipe it in to avoid that): ");
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+            let pw = line.strip_suffix('\n').unwrap_or(&line);
+            let pw = pw.strip_suffix('\r').unwrap_or(pw);
+            if pw.is_empty() {
+                bail!("empty password: write the password on standard input, e.g. `echo -n secret | postern hash-password`");
+            }
+            println!("{}", postern::auth::users::hash_password(&Secret::new(pw)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig => {
+            let config = load(&cli)?;
+            print!("{}", config.describe());
+            println!("\nconfig OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run => {
+            let config = load(&cli)?;
+            init_logging(config.log_level.as_deref(), cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor { account } | Cmd::Auth { account } => {
+            let config = load(&cli)?;
+            if !config.accounts.contains_key(account) {
+                bail!("no account \"{account}\" in {}", config.file.display());
+            }
+            bail!("this command is not available in this build yet");
+        }
+        Cmd::Status => {
+            load(&cli)?;
+            bail!("`postern status` is not available in this build yet");
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let server = postern::server::Server::bind(&config, shutdown.clone()).await?;
+    tracing::info!(config = %config.file.display(), data_dir = %config.data_dir.display(), "postern starting");
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        signals.cancel();
+        // A second signal while draining ends the process at once.
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    server.run().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,4 @@
+//! SMTP: the sans-I/O codec and the local server session.
+
+pub mod codec;
+pub mod session;
