@@ -1,0 +1,7 @@
+//! Integration tests: one binary (linking many is slow on 2 cores).
+//! Real sockets on 127.0.0.1, a real `postern` process, real clients.
+
+mod cli;
+mod harness;
+mod local_smtp;
+mod providers;
