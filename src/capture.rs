@@ -45,7 +45,9 @@ impl Capture {
     /// Store one message; returns its file name (the id given to the client).
     pub async fn store(&self, env: &Envelope<'_>, message: &[u8]) -> std::io::Result<String> {
         let now = SystemTime::now();
-        let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let since = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // Maildir unique name: time.M<usec>P<pid>Q<counter>.host
         let id = format!(
@@ -57,7 +59,10 @@ impl Capture {
         );
         let mut head = String::with_capacity(256);
         head.push_str(&format!("X-Postern-User: {}\r\n", clean(env.user)));
-        head.push_str(&format!("X-Postern-Mail-From: {}\r\n", clean(&env.mail_from.to_string())));
+        head.push_str(&format!(
+            "X-Postern-Mail-From: {}\r\n",
+            clean(&env.mail_from.to_string())
+        ));
         for r in env.rcpts {
             head.push_str(&format!("X-Postern-Rcpt-To: {}\r\n", clean(&r.to_string())));
         }
@@ -93,5 +98,7 @@ impl Capture {
 
 /// Header values come from the client: keep them on one line.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }

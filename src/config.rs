@@ -228,6 +228,8 @@ pub struct Limits {
     pub auth_failure_delay: Duration,
     pub auth_backoff_max: Duration,
     pub shutdown_timeout: Duration,
+    /// Connect, greeting and per-command timeout towards upstream servers.
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -242,6 +244,7 @@ impl Default for Limits {
             auth_failure_delay: Duration::from_secs(1),
             auth_backoff_max: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -364,6 +367,8 @@ struct RawLimits {
     auth_backoff_max: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     shutdown_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    upstream_timeout: Option<Duration>,
 }
 
 /// Durations are written as humantime strings: "90s", "5m", "1h 30m".
@@ -437,7 +442,12 @@ impl Config {
 
         let smtp = match raw.smtp {
             Some(l) => check_listener(&c, "smtp", l)?,
-            None => return Err(c.err("smtp", "missing: add [smtp] with listen = \"127.0.0.1:2525\"")),
+            None => {
+                return Err(c.err(
+                    "smtp",
+                    "missing: add [smtp] with listen = \"127.0.0.1:2525\"",
+                ))
+            }
         };
         let imap = raw
             .imap
@@ -460,30 +470,48 @@ impl Config {
             check_name(&c, "pools", &name)?;
             let key = format!("pools.{name}");
             if p.accounts.is_empty() {
-                return Err(c.err(format!("{key}.accounts"), "a pool needs at least one account"));
+                return Err(c.err(
+                    format!("{key}.accounts"),
+                    "a pool needs at least one account",
+                ));
             }
             for (i, a) in p.accounts.iter().enumerate() {
                 let acct = accounts.get(a).ok_or_else(|| {
-                    c.err(format!("{key}.accounts"), format!("unknown account \"{a}\"{}", known(accounts.keys())))
+                    c.err(
+                        format!("{key}.accounts"),
+                        format!("unknown account \"{a}\"{}", known(accounts.keys())),
+                    )
                 })?;
                 if acct.smtp.is_none() {
-                    return Err(c.err(format!("{key}.accounts"), format!("account \"{a}\" has no SMTP server")));
+                    return Err(c.err(
+                        format!("{key}.accounts"),
+                        format!("account \"{a}\" has no SMTP server"),
+                    ));
                 }
                 if p.accounts[..i].contains(a) {
-                    return Err(c.err(format!("{key}.accounts"), format!("account \"{a}\" is listed twice")));
+                    return Err(c.err(
+                        format!("{key}.accounts"),
+                        format!("account \"{a}\" is listed twice"),
+                    ));
                 }
             }
             let strategy = p.strategy.unwrap_or(Strategy::RoundRobin);
             for (w, n) in &p.weights {
                 if !p.accounts.contains(w) {
-                    return Err(c.err(format!("{key}.weights.{w}"), "not one of the pool's accounts"));
+                    return Err(c.err(
+                        format!("{key}.weights.{w}"),
+                        "not one of the pool's accounts",
+                    ));
                 }
                 if *n == 0 {
                     return Err(c.err(format!("{key}.weights.{w}"), "a weight must be at least 1"));
                 }
             }
             if strategy != Strategy::Weighted && !p.weights.is_empty() {
-                return Err(c.err(format!("{key}.weights"), "weights need strategy = \"weighted\""));
+                return Err(c.err(
+                    format!("{key}.weights"),
+                    "weights need strategy = \"weighted\"",
+                ));
             }
             pools.insert(
                 name.clone(),
@@ -518,15 +546,24 @@ impl Config {
                         if pools.contains_key(p) {
                             Ok(SendVia::Pool(p.to_owned()))
                         } else {
-                            Err(c.err(format!("{key}.send_via"), format!("unknown pool \"{p}\"{}", known(pools.keys()))))
+                            Err(c.err(
+                                format!("{key}.send_via"),
+                                format!("unknown pool \"{p}\"{}", known(pools.keys())),
+                            ))
                         }
                     } else {
                         match accounts.get(&s) {
                             Some(a) if a.smtp.is_some() => Ok(SendVia::Account(s)),
-                            Some(_) => Err(c.err(format!("{key}.send_via"), format!("account \"{s}\" has no SMTP server"))),
+                            Some(_) => Err(c.err(
+                                format!("{key}.send_via"),
+                                format!("account \"{s}\" has no SMTP server"),
+                            )),
                             None => Err(c.err(
                                 format!("{key}.send_via"),
-                                format!("\"{s}\" is not \"capture\", \"pool:NAME\" or an account{}", known(accounts.keys())),
+                                format!(
+                                    "\"{s}\" is not \"capture\", \"pool:NAME\" or an account{}",
+                                    known(accounts.keys())
+                                ),
                             )),
                         }
                     }
@@ -535,8 +572,18 @@ impl Config {
             if let Some(r) = &u.read_via {
                 match accounts.get(r) {
                     Some(a) if a.imap.is_some() => {}
-                    Some(_) => return Err(c.err(format!("{key}.read_via"), format!("account \"{r}\" has no IMAP server"))),
-                    None => return Err(c.err(format!("{key}.read_via"), format!("unknown account \"{r}\"{}", known(accounts.keys())))),
+                    Some(_) => {
+                        return Err(c.err(
+                            format!("{key}.read_via"),
+                            format!("account \"{r}\" has no IMAP server"),
+                        ))
+                    }
+                    None => {
+                        return Err(c.err(
+                            format!("{key}.read_via"),
+                            format!("unknown account \"{r}\"{}", known(accounts.keys())),
+                        ))
+                    }
                 }
             }
             users.insert(
@@ -595,6 +642,12 @@ impl Config {
             if let Some(v) = l.shutdown_timeout {
                 d.shutdown_timeout = v;
             }
+            if let Some(v) = l.upstream_timeout {
+                if v.is_zero() {
+                    return Err(c.err("limits.upstream_timeout", "must be more than 0"));
+                }
+                d.upstream_timeout = v;
+            }
             if d.idle_timeout.is_zero() {
                 return Err(c.err("limits.idle_timeout", "must be more than 0"));
             }
@@ -602,13 +655,21 @@ impl Config {
 
         if let Some(q) = &raw.quota_store {
             if !q.starts_with("redis://") && !q.starts_with("rediss://") {
-                return Err(c.err("quota_store", "must be a redis:// URL (leave it out for the embedded store)"));
+                return Err(c.err(
+                    "quota_store",
+                    "must be a redis:// URL (leave it out for the embedded store)",
+                ));
             }
         }
 
         if let Some(level) = &raw.log_level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                return Err(c.err("log_level", format!("\"{level}\" is not a level or filter (trace, debug, info, warn, error)")));
+                return Err(c.err(
+                    "log_level",
+                    format!(
+                        "\"{level}\" is not a level or filter (trace, debug, info, warn, error)"
+                    ),
+                ));
             }
         }
 
@@ -657,15 +718,28 @@ impl Config {
         }
         match &self.tls {
             Some(t) => {
-                let _ = writeln!(w, "  tls cert  {} key {}", t.cert.display(), t.key.display());
+                let _ = writeln!(
+                    w,
+                    "  tls cert  {} key {}",
+                    t.cert.display(),
+                    t.key.display()
+                );
             }
             None => {
-                let _ = writeln!(w, "  tls cert  self-signed, kept in {}", self.data_dir.join("tls").display());
+                let _ = writeln!(
+                    w,
+                    "  tls cert  self-signed, kept in {}",
+                    self.data_dir.join("tls").display()
+                );
             }
         }
         let _ = writeln!(w, "\nusers:");
         for u in self.users.values() {
-            let send = u.send_via.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "(no sending)".into());
+            let send = u
+                .send_via
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "(no sending)".into());
             let read = u.read_via.as_deref().unwrap_or("(no IMAP)");
             let _ = writeln!(w, "  {:<16} send_via={send} read_via={read}", u.name);
         }
@@ -678,22 +752,37 @@ impl Config {
             let _ = writeln!(w, "  {} <{}> preset={preset}", a.name, a.email);
             for (proto, svc) in [("smtp", &a.smtp), ("imap", &a.imap)] {
                 if let Some(svc) = svc {
-                    let alt = svc.alternate.as_ref().map(|e| format!(", alternate {e}")).unwrap_or_default();
-                    let _ = writeln!(w, "    {proto}  {} user {}{alt}", svc.endpoint, svc.username);
+                    let alt = svc
+                        .alternate
+                        .as_ref()
+                        .map(|e| format!(", alternate {e}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        w,
+                        "    {proto}  {} user {}{alt}",
+                        svc.endpoint, svc.username
+                    );
                 }
             }
             let cred = match (a.auth, &a.token_command, &a.password) {
                 (AuthMethod::Oauth2, Some(_), _) => "oauth2 via token_command".to_owned(),
                 (AuthMethod::Oauth2, None, _) => "oauth2 (built-in)".to_owned(),
-                (AuthMethod::Password, _, Some(PasswordSource::Env(v))) => format!("password from ${v}"),
-                (AuthMethod::Password, _, Some(PasswordSource::File(f))) => format!("password from {}", f.display()),
+                (AuthMethod::Password, _, Some(PasswordSource::Env(v))) => {
+                    format!("password from ${v}")
+                }
+                (AuthMethod::Password, _, Some(PasswordSource::File(f))) => {
+                    format!("password from {}", f.display())
+                }
                 (AuthMethod::Password, _, None) => "password (missing source)".to_owned(),
             };
             let _ = writeln!(w, "    auth  {cred}");
             if let Some(ca) = &a.ca_file {
                 let _ = writeln!(w, "    ca    {}", ca.display());
             }
-            let limit = self.daily_limit(a).map(|n| n.to_string()).unwrap_or_else(|| "none".into());
+            let limit = self
+                .daily_limit(a)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "none".into());
             let _ = writeln!(w, "    limit {limit}/day, window {}", a.window);
         }
         if !self.pools.is_empty() {
@@ -797,13 +886,21 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     let email = a.email.trim().to_owned();
     match email.rsplit_once('@') {
         Some((l, d)) if !l.is_empty() && d.contains('.') || d_is_local(&email) => {}
-        _ => return Err(c.err(format!("{key}.email"), format!("\"{email}\" is not an email address"))),
+        _ => {
+            return Err(c.err(
+                format!("{key}.email"),
+                format!("\"{email}\" is not an email address"),
+            ))
+        }
     }
     let preset = match &a.provider {
         Some(p) => Some(providers::get(p).ok_or_else(|| {
             c.err(
                 format!("{key}.provider"),
-                format!("unknown provider \"{p}\" (known: {}; see `postern providers`)", providers::names().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown provider \"{p}\" (known: {}; see `postern providers`)",
+                    providers::names().collect::<Vec<_>>().join(", ")
+                ),
             )
         })?),
         None => None,
@@ -826,14 +923,22 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
                         format!("tls = \"none\" is only allowed for loopback hosts; {} needs \"implicit\" or \"starttls\"", e.host),
                     ));
                 }
-                let ep = Endpoint { host: e.host, port: e.port, tls: e.tls };
+                let ep = Endpoint {
+                    host: e.host,
+                    port: e.port,
+                    tls: e.tls,
+                };
                 (ep, None, p.map(|p| p.user).unwrap_or(UserForm::FullAddress))
             }
             (None, Some(p)) => (p.primary.into(), p.alternate.map(Endpoint::from), p.user),
             (None, None) => return Ok(None),
         };
         let username = a.username.clone().unwrap_or_else(|| form.apply(&email));
-        Ok(Some(Service { endpoint, alternate, username }))
+        Ok(Some(Service {
+            endpoint,
+            alternate,
+            username,
+        }))
     };
     let smtp = service("smtp", a.smtp, preset.and_then(|p| p.smtp))?;
     let imap = service("imap", a.imap, preset.and_then(|p| p.imap))?;
@@ -853,7 +958,10 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     };
     let password = match (a.password_env, a.password_file) {
         (Some(_), Some(_)) => {
-            return Err(c.err(format!("{key}.password_env"), "give password_env or password_file, not both"))
+            return Err(c.err(
+                format!("{key}.password_env"),
+                "give password_env or password_file, not both",
+            ))
         }
         (Some(v), None) => Some(PasswordSource::Env(v)),
         (None, Some(f)) => Some(PasswordSource::File(c.path(&f))),
@@ -868,7 +976,10 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
                 ));
             }
             if a.token_command.is_some() || a.oauth.is_some() {
-                return Err(c.err(format!("{key}.token_command"), "token_command/oauth need auth = \"oauth2\""));
+                return Err(c.err(
+                    format!("{key}.token_command"),
+                    "token_command/oauth need auth = \"oauth2\"",
+                ));
             }
             if let Some(p) = preset {
                 if !p.auth.iter().any(|k| *k != providers::AuthKind::Oauth2) {
@@ -881,17 +992,27 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         }
         AuthMethod::Oauth2 => {
             if password.is_some() {
-                return Err(c.err(format!("{key}.password_env"), "a password needs auth = \"password\""));
+                return Err(c.err(
+                    format!("{key}.password_env"),
+                    "a password needs auth = \"password\"",
+                ));
             }
             if a.token_command.is_some() && a.oauth.is_some() {
-                return Err(c.err(format!("{key}.token_command"), "give token_command or oauth, not both"));
+                return Err(c.err(
+                    format!("{key}.token_command"),
+                    "give token_command or oauth, not both",
+                ));
             }
             if let Some(cmd) = &a.token_command {
                 if cmd.trim().is_empty() {
                     return Err(c.err(format!("{key}.token_command"), "empty command"));
                 }
             } else {
-                let has_client = a.oauth.as_ref().and_then(|o| o.client_id.as_ref()).is_some();
+                let has_client = a
+                    .oauth
+                    .as_ref()
+                    .and_then(|o| o.client_id.as_ref())
+                    .is_some();
                 if !has_client {
                     return Err(c.err(
                         format!("{key}.auth"),
@@ -902,7 +1023,10 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         }
     }
     if a.window == Some(Window::CalendarDay) && a.time_zone.is_none() {
-        return Err(c.err(format!("{key}.time_zone"), "window = \"calendar-day\" needs time_zone, e.g. \"America/New_York\" or \"UTC\""));
+        return Err(c.err(
+            format!("{key}.time_zone"),
+            "window = \"calendar-day\" needs time_zone, e.g. \"America/New_York\" or \"UTC\"",
+        ));
     }
     if let Some(r) = a.ramp {
         if r.start == 0 {
@@ -921,7 +1045,9 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         oauth: a.oauth,
         password,
         daily_limit: a.daily_limit,
-        window: a.window.unwrap_or(preset.map(|p| p.window).unwrap_or(Window::Rolling24h)),
+        window: a
+            .window
+            .unwrap_or(preset.map(|p| p.window).unwrap_or(Window::Rolling24h)),
         time_zone: a.time_zone,
         min_interval: a.min_interval,
         jitter: a.jitter,
@@ -931,7 +1057,7 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
 
 /// `user@localhost` style addresses are fine for loopback test setups.
 fn d_is_local(email: &str) -> bool {
-    email
-        .rsplit_once('@')
-        .is_some_and(|(l, d)| !l.is_empty() && (d == "localhost" || d.ends_with(".test") || d.ends_with(".localhost")))
+    email.rsplit_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && (d == "localhost" || d.ends_with(".test") || d.ends_with(".localhost"))
+    })
 }

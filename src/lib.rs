@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod capture;
 pub mod config;
+pub mod doctor;
 pub mod io;
 pub mod providers;
 pub mod route;

@@ -11,7 +11,11 @@ use postern::secret::Secret;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "Local SMTP/IMAP gateway: plain logins on localhost, modern auth to the provider")]
+#[command(
+    name = "postern",
+    version,
+    about = "Local SMTP/IMAP gateway: plain logins on localhost, modern auth to the provider"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, default_value = "config/postern.toml")]
@@ -91,7 +95,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let _ = std::io::stderr().flush();
             }
             let mut line = String::new();
-            stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+            stdin
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
             let pw = line.strip_suffix('\n').unwrap_or(&line);
             let pw = pw.strip_suffix('\r').unwrap_or(pw);
             if pw.is_empty() {
@@ -109,11 +116,29 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run => {
             let config = load(&cli)?;
             init_logging(config.log_level.as_deref(), cli.log_format);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Doctor { account } | Cmd::Auth { account } => {
+        Cmd::Doctor { account } => {
+            let config = load(&cli)?;
+            if !config.accounts.contains_key(account) {
+                bail!("no account \"{account}\" in {}", config.file.display());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(postern::doctor::run(&config, account));
+            print!("{}", report.text);
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Auth { account } => {
             let config = load(&cli)?;
             if !config.accounts.contains_key(account) {
                 bail!("no account \"{account}\" in {}", config.file.display());

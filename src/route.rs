@@ -1,22 +1,25 @@
 //! Where a local user's mail goes after the SMTP session accepted it: the one
-//! `Route` interface between the session and the destinations (capture now;
-//! accounts and pools plug in here).
+//! `Route` interface between the session and the destinations (capture, a
+//! single account; pools plug in here too).
 //!
 //! A route opens a transaction at MAIL FROM, gives a verdict per RCPT, and a
 //! verdict for the message at the end of DATA. The session relays those
-//! verdicts to the client unchanged, so nothing is acknowledged that the
-//! destination did not accept.
+//! verdicts to the client, so nothing is acknowledged that the destination
+//! did not accept.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::capture::{self, Capture};
-use crate::config::SendVia;
+use crate::config::{Config, SendVia};
 use crate::smtp::codec::{MailParams, Path, Reply};
+use crate::smtp::upstream::{AccountRelay, RelayTransaction};
 
 /// A destination for a user's mail.
 #[derive(Debug, Clone)]
 pub enum Route {
     Capture(Arc<Capture>),
+    Account(Arc<AccountRelay>),
 }
 
 /// Facts about the session that a route may record or use.
@@ -35,48 +38,75 @@ pub enum Transaction {
         from: Path,
         rcpts: Vec<Path>,
     },
+    Relay(RelayTransaction),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Maps a user's `send_via` to a route.
 #[derive(Debug)]
 pub struct Router {
     capture: Arc<Capture>,
+    accounts: BTreeMap<String, Arc<AccountRelay>>,
 }
 
 impl Router {
-    pub fn new(capture: Arc<Capture>) -> Router {
-        Router { capture }
+    pub fn new(config: &Config, capture: Arc<Capture>) -> Result<Router, RouterError> {
+        let mut accounts = BTreeMap::new();
+        for a in config.accounts.values() {
+            if let Some(relay) =
+                AccountRelay::from_account(a, &config.hostname, config.limits.upstream_timeout)?
+            {
+                accounts.insert(a.name.clone(), Arc::new(relay));
+            }
+        }
+        Ok(Router { capture, accounts })
+    }
+
+    pub fn account(&self, name: &str) -> Option<&Arc<AccountRelay>> {
+        self.accounts.get(name)
     }
 
     pub fn route(&self, via: &SendVia) -> Option<Route> {
         match via {
             SendVia::Capture => Some(Route::Capture(self.capture.clone())),
-            SendVia::Account(_) | SendVia::Pool(_) => None,
+            SendVia::Account(a) => self.accounts.get(a).map(|r| Route::Account(r.clone())),
+            SendVia::Pool(_) => None,
         }
     }
 }
 
 impl Route {
-    /// MAIL FROM: open a transaction, or say why not.
-    pub async fn open(&self, _info: &SessionInfo, from: &Path, _params: &MailParams) -> Result<Transaction, Reply> {
+    /// MAIL FROM: open a transaction (with the reply for the client), or
+    /// say why not.
+    pub async fn open(
+        &self,
+        _info: &SessionInfo,
+        from: &Path,
+        params: &MailParams,
+    ) -> Result<(Transaction, Reply), Reply> {
         match self {
-            Route::Capture(sink) => Ok(Transaction::Capture {
-                sink: sink.clone(),
-                from: from.clone(),
-                rcpts: Vec::new(),
-            }),
+            Route::Capture(sink) => Ok((
+                Transaction::Capture {
+                    sink: sink.clone(),
+                    from: from.clone(),
+                    rcpts: Vec::new(),
+                },
+                Reply::new(250, "2.1.0", "Sender OK (capture)"),
+            )),
+            Route::Account(relay) => {
+                let (tx, reply) = RelayTransaction::open(relay.clone(), from, params).await?;
+                Ok((Transaction::Relay(tx), reply))
+            }
         }
     }
 }
 
 impl Transaction {
-    /// MAIL FROM's reply once the transaction is open.
-    pub fn mail_reply(&self) -> Reply {
-        match self {
-            Transaction::Capture { .. } => Reply::new(250, "2.1.0", "Sender OK (capture)"),
-        }
-    }
-
     /// RCPT TO: the destination's verdict for this recipient.
     pub async fn rcpt(&mut self, to: &Path) -> Reply {
         match self {
@@ -84,17 +114,18 @@ impl Transaction {
                 rcpts.push(to.clone());
                 Reply::new(250, "2.1.5", "Recipient OK (capture)")
             }
+            Transaction::Relay(tx) => tx.rcpt(to).await,
         }
     }
 
     /// End of DATA: the destination's verdict for the whole message.
-    pub async fn data(&mut self, info: &SessionInfo, message: &[u8]) -> Reply {
+    pub async fn data(self, info: &SessionInfo, message: &[u8]) -> Reply {
         match self {
             Transaction::Capture { sink, from, rcpts } => {
                 let env = capture::Envelope {
                     user: &info.user,
-                    mail_from: from,
-                    rcpts,
+                    mail_from: &from,
+                    rcpts: &rcpts,
                     helo: &info.helo,
                     peer: info.peer,
                 };
@@ -109,9 +140,15 @@ impl Transaction {
                     }
                 }
             }
+            Transaction::Relay(tx) => tx.data(message).await,
         }
     }
 
     /// The client reset or abandoned the transaction.
-    pub async fn abort(self) {}
+    pub fn abort(self) {
+        match self {
+            Transaction::Capture { .. } => {}
+            Transaction::Relay(tx) => tx.abort(),
+        }
+    }
 }

@@ -32,6 +32,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Router(#[from] crate::route::RouterError),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -76,9 +78,13 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
-        let needs_tls = config.smtp.tls != TlsMode::None || config.imap.as_ref().is_some_and(|l| l.tls != TlsMode::None);
+        let needs_tls = config.smtp.tls != TlsMode::None
+            || config.imap.as_ref().is_some_and(|l| l.tls != TlsMode::None);
         let acceptor = if needs_tls {
-            Some(TlsAcceptor::from(crate::tls::server_config(config.tls.as_ref(), &config.data_dir)?))
+            Some(TlsAcceptor::from(crate::tls::server_config(
+                config.tls.as_ref(),
+                &config.data_dir,
+            )?))
         } else {
             None
         };
@@ -88,7 +94,7 @@ impl Server {
             source,
         })?;
         let users = Arc::new(Users::new(&config.users, &config.limits));
-        let router = Arc::new(Router::new(Arc::new(capture)));
+        let router = Arc::new(Router::new(config, Arc::new(capture))?);
         let smtp = Arc::new(SmtpContext {
             hostname: config.hostname.clone(),
             limits: config.limits.clone(),
@@ -109,9 +115,17 @@ impl Server {
                     warn!(addr = %addr, error = %e, "IPv6 loopback not available; skipping this address");
                     continue;
                 }
-                Err(source) => return Err(ServerError::Bind { addr: *addr, source }),
+                Err(source) => {
+                    return Err(ServerError::Bind {
+                        addr: *addr,
+                        source,
+                    })
+                }
             };
-            let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: *addr, source })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?;
             listeners.push(Bound {
                 proto: Proto::Smtp,
                 listener,
@@ -148,10 +162,19 @@ impl Server {
             tracker.spawn(accept_loop(b, ctx, shutdown, tracker2, slots, ids));
         }
         self.shutdown.cancelled().await;
-        info!(in_flight = tracker.len(), "shutting down: no new connections; waiting for sessions in flight");
+        info!(
+            in_flight = tracker.len(),
+            "shutting down: no new connections; waiting for sessions in flight"
+        );
         tracker.close();
-        if tokio::time::timeout(self.shutdown_timeout, tracker.wait()).await.is_err() {
-            warn!(remaining = tracker.len(), "shutdown deadline passed; closing remaining sessions");
+        if tokio::time::timeout(self.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = tracker.len(),
+                "shutdown deadline passed; closing remaining sessions"
+            );
         }
         info!("stopped");
     }
@@ -202,7 +225,14 @@ async fn accept_loop(
                 let _permit = permit;
                 match b.proto {
                     Proto::Smtp => {
-                        let stream = match wrap(stream, ctx.tls_mode, ctx.acceptor.as_ref(), ctx.limits.idle_timeout).await {
+                        let stream = match wrap(
+                            stream,
+                            ctx.tls_mode,
+                            ctx.acceptor.as_ref(),
+                            ctx.limits.idle_timeout,
+                        )
+                        .await
+                        {
                             Some(s) => s,
                             None => return,
                         };
@@ -217,7 +247,8 @@ async fn accept_loop(
 
 fn ipv6_missing(e: &std::io::Error) -> bool {
     // EADDRNOTAVAIL (99) or EAFNOSUPPORT (97) on Linux.
-    e.kind() == std::io::ErrorKind::AddrNotAvailable || matches!(e.raw_os_error(), Some(97) | Some(99))
+    e.kind() == std::io::ErrorKind::AddrNotAvailable
+        || matches!(e.raw_os_error(), Some(97) | Some(99))
 }
 
 /// For implicit TLS listeners, do the handshake first.
@@ -228,7 +259,8 @@ async fn wrap(
     timeout: std::time::Duration,
 ) -> Option<MaybeTls<TcpStream>> {
     match (mode, acceptor) {
-        (TlsMode::Implicit, Some(a)) => match tokio::time::timeout(timeout, a.accept(stream)).await {
+        (TlsMode::Implicit, Some(a)) => match tokio::time::timeout(timeout, a.accept(stream)).await
+        {
             Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
             Ok(Err(e)) => {
                 info!(error = %e, "TLS handshake failed (plaintext on the TLS port?)");

@@ -31,7 +31,8 @@ pub enum TlsError {
 }
 
 /// TLS 1.2 and 1.3 only (TLS 1.0/1.1 are not implemented by rustls at all).
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -79,7 +80,10 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// Server config for local listeners. With `files`, those must exist; without,
 /// a self-signed certificate for localhost, 127.0.0.1 and ::1 is made in
 /// `data_dir/tls/` on first run and reused afterwards.
-pub fn server_config(files: Option<&TlsFiles>, data_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    files: Option<&TlsFiles>,
+    data_dir: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let (cert, key) = match files {
         Some(f) => (f.cert.clone(), f.key.clone()),
         None => ensure_self_signed(&data_dir.join("tls"))?,
@@ -106,8 +110,13 @@ pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         move |source| TlsError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     write_private(&key, ck.signing_key.serialize_pem().as_bytes()).map_err(io(&key))?;
     write_private(&cert, ck.cert.pem().as_bytes()).map_err(io(&cert))?;
     tracing::info!(cert = %cert.display(), "made a self-signed certificate for localhost");

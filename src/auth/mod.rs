@@ -1,3 +1,5 @@
-//! Local logins and (later) upstream credentials. Knows nothing of SMTP or IMAP.
+//! Local logins and upstream credentials. Knows nothing of SMTP or IMAP.
 
+pub mod credentials;
+pub mod token;
 pub mod users;

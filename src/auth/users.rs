@@ -93,7 +93,11 @@ impl Users {
     /// `auth_backoff_max`) and resets after a success.
     pub async fn verify(&self, name: &str, password: &Secret) -> Result<Arc<User>, LoginError> {
         let result = self.check(name, password).await;
-        let key = if self.users.contains_key(name) { name } else { UNKNOWN_USER };
+        let key = if self.users.contains_key(name) {
+            name
+        } else {
+            UNKNOWN_USER
+        };
         match result {
             Ok(user) => {
                 self.failures.remove(key);
@@ -118,7 +122,11 @@ impl Users {
                 return Ok(user.clone());
             }
         }
-        let _slot = self.argon_slots.acquire().await.map_err(|_| LoginError::Internal)?;
+        let _slot = self
+            .argon_slots
+            .acquire()
+            .await
+            .map_err(|_| LoginError::Internal)?;
         let hash = user.password_hash.clone();
         let pw = password.clone();
         let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &pw))
@@ -134,7 +142,10 @@ impl Users {
 
     fn record_failure(&self, key: &str) -> Duration {
         let now = Instant::now();
-        let mut entry = self.failures.entry(key.to_owned()).or_insert(Failures { count: 0, last: now });
+        let mut entry = self.failures.entry(key.to_owned()).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
         // Forget old failures: after a quiet spell as long as the longest
         // back-off, a user starts again from the base delay.
         if now.duration_since(entry.last) > self.backoff_max.max(Duration::from_secs(60)) {
@@ -143,7 +154,9 @@ impl Users {
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
         let factor = 1u32 << (entry.count - 1).min(16);
-        self.failure_delay.saturating_mul(factor).min(self.backoff_max.max(self.failure_delay))
+        self.failure_delay
+            .saturating_mul(factor)
+            .min(self.backoff_max.max(self.failure_delay))
     }
 }
 
@@ -199,8 +212,14 @@ mod tests {
         assert!(u.cache.contains_key("app"));
         // Second time: from the cache (fast path), same answer.
         assert!(u.verify("app", &Secret::new("right")).await.is_ok());
-        assert_eq!(u.verify("app", &Secret::new("wrong")).await.unwrap_err(), LoginError::Invalid);
-        assert_eq!(u.verify("nobody", &Secret::new("right")).await.unwrap_err(), LoginError::Invalid);
+        assert_eq!(
+            u.verify("app", &Secret::new("wrong")).await.unwrap_err(),
+            LoginError::Invalid
+        );
+        assert_eq!(
+            u.verify("nobody", &Secret::new("right")).await.unwrap_err(),
+            LoginError::Invalid
+        );
         assert!(u.failures.len() <= 2);
     }
 
@@ -212,7 +231,9 @@ mod tests {
             ..Limits::default()
         };
         let u = users(&limits);
-        let d: Vec<u128> = (0..5).map(|_| u.record_failure("app").as_millis()).collect();
+        let d: Vec<u128> = (0..5)
+            .map(|_| u.record_failure("app").as_millis())
+            .collect();
         assert_eq!(d, vec![100, 200, 400, 500, 500]);
         // Another user is not affected.
         assert_eq!(u.record_failure("other").as_millis(), 100);

@@ -39,7 +39,11 @@ pub fn take_line(buf: &[u8], max: usize) -> Line {
     let window = &buf[..buf.len().min(max)];
     match window.iter().position(|&b| b == b'\n') {
         Some(i) => {
-            let len = if i > 0 && buf[i - 1] == b'\r' { i - 1 } else { i };
+            let len = if i > 0 && buf[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
             Line::Done {
                 len,
                 consumed: i + 1,
@@ -115,8 +119,13 @@ impl fmt::Display for Path {
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail { from: Path, params: MailParams },
-    Rcpt { to: Path },
+    Mail {
+        from: Path,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Path,
+    },
     Data,
     Rset,
     Noop,
@@ -151,19 +160,15 @@ impl CommandError {
     pub fn reply(&self) -> Reply {
         match self {
             CommandError::Unknown => Reply::new(500, "5.5.2", "Command not recognised"),
-            CommandError::Syntax(what) => {
-                Reply::new(501, "5.5.4", format!("Syntax error: {what}"))
-            }
+            CommandError::Syntax(what) => Reply::new(501, "5.5.4", format!("Syntax error: {what}")),
             CommandError::UnsupportedParam(p) => Reply::new(
                 555,
                 "5.5.4",
                 format!("MAIL/RCPT parameter {} not supported", sanitize(p, 40)),
             ),
-            CommandError::BadBytes => Reply::new(
-                500,
-                "5.5.2",
-                "Command contains a NUL or invalid UTF-8 byte",
-            ),
+            CommandError::BadBytes => {
+                Reply::new(500, "5.5.2", "Command contains a NUL or invalid UTF-8 byte")
+            }
         }
     }
 }
@@ -249,7 +254,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             }
             let initial = parts.next().map(str::to_owned);
             if parts.next().is_some() {
-                return Err(CommandError::Syntax("AUTH takes a mechanism and one response"));
+                return Err(CommandError::Syntax(
+                    "AUTH takes a mechanism and one response",
+                ));
             }
             Ok(Command::Auth {
                 mechanism: mechanism.to_ascii_uppercase(),
@@ -333,7 +340,11 @@ fn validate_mailbox(m: &str) -> Result<(), CommandError> {
         return Err(CommandError::Syntax("address needs local@domain"));
     }
     let quoted = local.starts_with('"') && local.ends_with('"') && local.len() >= 2;
-    if !quoted && local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c)) {
+    if !quoted
+        && local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+    {
         return Err(CommandError::Syntax("bad character in local part"));
     }
     if domain.starts_with('[') {
@@ -524,7 +535,8 @@ pub fn parse_reply(buf: &[u8]) -> Result<ReplyParse, ReplyError> {
         if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
             return Err(ReplyError::Malformed);
         }
-        let c = (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
+        let c =
+            (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
         if !(200..=599).contains(&c) {
             return Err(ReplyError::Malformed);
         }
@@ -774,15 +786,62 @@ mod tests {
         let cases: &[(&[u8], usize, Line)] = &[
             (b"", 10, Line::Incomplete),
             (b"NOOP", 10, Line::Incomplete),
-            (b"NOOP\r\nQUIT", 10, Line::Done { len: 4, consumed: 6 }),
-            (b"NOOP\nX", 10, Line::Done { len: 4, consumed: 5 }),
-            (b"\r\n", 10, Line::Done { len: 0, consumed: 2 }),
-            (b"0123456789", 10, Line::TooLong { consumed: 10, complete: false }),
-            (b"0123456789ab\r\nNOOP", 10, Line::TooLong { consumed: 14, complete: true }),
-            (b"012345678\n", 10, Line::Done { len: 9, consumed: 10 }),
+            (
+                b"NOOP\r\nQUIT",
+                10,
+                Line::Done {
+                    len: 4,
+                    consumed: 6,
+                },
+            ),
+            (
+                b"NOOP\nX",
+                10,
+                Line::Done {
+                    len: 4,
+                    consumed: 5,
+                },
+            ),
+            (
+                b"\r\n",
+                10,
+                Line::Done {
+                    len: 0,
+                    consumed: 2,
+                },
+            ),
+            (
+                b"0123456789",
+                10,
+                Line::TooLong {
+                    consumed: 10,
+                    complete: false,
+                },
+            ),
+            (
+                b"0123456789ab\r\nNOOP",
+                10,
+                Line::TooLong {
+                    consumed: 14,
+                    complete: true,
+                },
+            ),
+            (
+                b"012345678\n",
+                10,
+                Line::Done {
+                    len: 9,
+                    consumed: 10,
+                },
+            ),
         ];
         for (input, max, want) in cases {
-            assert_eq!(take_line(input, *max), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                take_line(input, *max),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -793,21 +852,71 @@ mod tests {
             ("EHLO client.example", Ehlo("client.example".into())),
             ("ehlo [127.0.0.1]", Ehlo("[127.0.0.1]".into())),
             ("HELO x", Helo("x".into())),
-            ("MAIL FROM:<a@b.c>", Mail { from: Path::new("a@b.c"), params: MailParams::default() }),
-            ("mail from: <a@b.c>", Mail { from: Path::new("a@b.c"), params: MailParams::default() }),
-            ("MAIL FROM:<>", Mail { from: Path::null(), params: MailParams::default() }),
+            (
+                "MAIL FROM:<a@b.c>",
+                Mail {
+                    from: Path::new("a@b.c"),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "mail from: <a@b.c>",
+                Mail {
+                    from: Path::new("a@b.c"),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "MAIL FROM:<>",
+                Mail {
+                    from: Path::null(),
+                    params: MailParams::default(),
+                },
+            ),
             (
                 "MAIL FROM:<a@b.c> SIZE=1000 BODY=8BITMIME SMTPUTF8",
                 Mail {
                     from: Path::new("a@b.c"),
-                    params: MailParams { size: Some(1000), body: Some(Body::EightBitMime), smtputf8: true },
+                    params: MailParams {
+                        size: Some(1000),
+                        body: Some(Body::EightBitMime),
+                        smtputf8: true,
+                    },
                 },
             ),
-            ("MAIL FROM:<a@b.c> AUTH=<>", Mail { from: Path::new("a@b.c"), params: MailParams::default() }),
-            ("MAIL FROM:<@r1,@r2:a@b.c>", Mail { from: Path::new("a@b.c"), params: MailParams::default() }),
-            ("MAIL FROM:<\"a b\"@c.d>", Mail { from: Path::new("\"a b\"@c.d"), params: MailParams::default() }),
-            ("RCPT TO:<x@y.z>", Rcpt { to: Path::new("x@y.z") }),
-            ("RCPT TO:<jöran@exämple.se>", Rcpt { to: Path::new("jöran@exämple.se") }),
+            (
+                "MAIL FROM:<a@b.c> AUTH=<>",
+                Mail {
+                    from: Path::new("a@b.c"),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "MAIL FROM:<@r1,@r2:a@b.c>",
+                Mail {
+                    from: Path::new("a@b.c"),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "MAIL FROM:<\"a b\"@c.d>",
+                Mail {
+                    from: Path::new("\"a b\"@c.d"),
+                    params: MailParams::default(),
+                },
+            ),
+            (
+                "RCPT TO:<x@y.z>",
+                Rcpt {
+                    to: Path::new("x@y.z"),
+                },
+            ),
+            (
+                "RCPT TO:<jöran@exämple.se>",
+                Rcpt {
+                    to: Path::new("jöran@exämple.se"),
+                },
+            ),
             ("DATA", Data),
             ("rset", Rset),
             ("NOOP anything", Noop),
@@ -815,9 +924,27 @@ mod tests {
             ("VRFY someone", Vrfy),
             ("HELP", Help),
             ("STARTTLS", StartTls),
-            ("AUTH PLAIN", Auth { mechanism: "PLAIN".into(), initial: None }),
-            ("auth plain AGEAYg==", Auth { mechanism: "PLAIN".into(), initial: Some("AGEAYg==".into()) }),
-            ("AUTH LOGIN =", Auth { mechanism: "LOGIN".into(), initial: Some("=".into()) }),
+            (
+                "AUTH PLAIN",
+                Auth {
+                    mechanism: "PLAIN".into(),
+                    initial: None,
+                },
+            ),
+            (
+                "auth plain AGEAYg==",
+                Auth {
+                    mechanism: "PLAIN".into(),
+                    initial: Some("AGEAYg==".into()),
+                },
+            ),
+            (
+                "AUTH LOGIN =",
+                Auth {
+                    mechanism: "LOGIN".into(),
+                    initial: Some("=".into()),
+                },
+            ),
         ];
         for (line, want) in ok {
             assert_eq!(parse_command(line.as_bytes()).as_ref(), Ok(want), "{line}");
@@ -827,34 +954,87 @@ mod tests {
             (b"FOO", CommandError::Unknown),
             (b"BDAT 10 LAST", CommandError::Unknown),
             (b"EHLO", CommandError::Syntax("EHLO/HELO needs a domain")),
-            (b"MAIL <a@b>", CommandError::Syntax("expected MAIL FROM:<address>")),
-            (b"MAIL FROM:a@b.c", CommandError::Syntax("address must be in angle brackets")),
-            (b"MAIL FROM:<a@b.c", CommandError::Syntax("missing closing '>'")),
-            (b"MAIL FROM:<a@b.c>x", CommandError::Syntax("garbage after address")),
-            (b"MAIL FROM:<ab.c>", CommandError::Syntax("address needs local@domain")),
-            (b"MAIL FROM:<a b@c.d>", CommandError::Syntax("bad character in local part")),
+            (
+                b"MAIL <a@b>",
+                CommandError::Syntax("expected MAIL FROM:<address>"),
+            ),
+            (
+                b"MAIL FROM:a@b.c",
+                CommandError::Syntax("address must be in angle brackets"),
+            ),
+            (
+                b"MAIL FROM:<a@b.c",
+                CommandError::Syntax("missing closing '>'"),
+            ),
+            (
+                b"MAIL FROM:<a@b.c>x",
+                CommandError::Syntax("garbage after address"),
+            ),
+            (
+                b"MAIL FROM:<ab.c>",
+                CommandError::Syntax("address needs local@domain"),
+            ),
+            (
+                b"MAIL FROM:<a b@c.d>",
+                CommandError::Syntax("bad character in local part"),
+            ),
             (b"MAIL FROM:<a@b..c>", CommandError::Syntax("bad domain")),
-            (b"MAIL FROM:<a@b.c> SIZE=x", CommandError::Syntax("SIZE needs a number")),
-            (b"MAIL FROM:<a@b.c> RET=FULL", CommandError::UnsupportedParam("RET=FULL".into())),
-            (b"MAIL FROM:<a@b.c> BODY=BINARYMIME", CommandError::UnsupportedParam("BODY=BINARYMIME".into())),
-            (b"RCPT TO:<>", CommandError::Syntax("empty recipient address")),
-            (b"RCPT TO:<a@b.c> NOTIFY=NEVER", CommandError::UnsupportedParam("NOTIFY=NEVER".into())),
-            (b"DATA x", CommandError::Syntax("this command takes no arguments")),
+            (
+                b"MAIL FROM:<a@b.c> SIZE=x",
+                CommandError::Syntax("SIZE needs a number"),
+            ),
+            (
+                b"MAIL FROM:<a@b.c> RET=FULL",
+                CommandError::UnsupportedParam("RET=FULL".into()),
+            ),
+            (
+                b"MAIL FROM:<a@b.c> BODY=BINARYMIME",
+                CommandError::UnsupportedParam("BODY=BINARYMIME".into()),
+            ),
+            (
+                b"RCPT TO:<>",
+                CommandError::Syntax("empty recipient address"),
+            ),
+            (
+                b"RCPT TO:<a@b.c> NOTIFY=NEVER",
+                CommandError::UnsupportedParam("NOTIFY=NEVER".into()),
+            ),
+            (
+                b"DATA x",
+                CommandError::Syntax("this command takes no arguments"),
+            ),
             (b"AUTH", CommandError::Syntax("AUTH needs a mechanism")),
-            (b"AUTH PL/AIN", CommandError::Syntax("bad SASL mechanism name")),
-            (b"AUTH PLAIN a b", CommandError::Syntax("AUTH takes a mechanism and one response")),
+            (
+                b"AUTH PL/AIN",
+                CommandError::Syntax("bad SASL mechanism name"),
+            ),
+            (
+                b"AUTH PLAIN a b",
+                CommandError::Syntax("AUTH takes a mechanism and one response"),
+            ),
             (b"NOOP\0", CommandError::BadBytes),
             (b"NOOP \xff", CommandError::BadBytes),
         ];
         for (line, want) in bad {
-            assert_eq!(parse_command(line).as_ref(), Err(want), "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse_command(line).as_ref(),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
     #[test]
     fn reply_encoding() {
-        let r = Reply::plain(250, vec!["host".into(), "PIPELINING".into(), "SIZE 10".into()]);
-        assert_eq!(r.to_bytes(), b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        let r = Reply::plain(
+            250,
+            vec!["host".into(), "PIPELINING".into(), "SIZE 10".into()],
+        );
+        assert_eq!(
+            r.to_bytes(),
+            b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
         let r = Reply::new(535, "5.7.8", "bad\r\ncredentials");
         assert_eq!(r.to_bytes(), b"535 5.7.8 bad  credentials\r\n");
         assert_eq!(r.enhanced(), Some("5.7.8"));
@@ -867,11 +1047,20 @@ mod tests {
         let cases: &[(&[u8], Result<ReplyParse, ReplyError>)] = &[
             (b"", Ok(ReplyParse::Incomplete)),
             (b"250 ok", Ok(ReplyParse::Incomplete)),
-            (b"250 ok\r\nX", Ok(ReplyParse::Done(Reply::plain(250, vec!["ok".into()]), 8))),
-            (b"250\r\n", Ok(ReplyParse::Done(Reply::plain(250, vec!["".into()]), 5))),
+            (
+                b"250 ok\r\nX",
+                Ok(ReplyParse::Done(Reply::plain(250, vec!["ok".into()]), 8)),
+            ),
+            (
+                b"250\r\n",
+                Ok(ReplyParse::Done(Reply::plain(250, vec!["".into()]), 5)),
+            ),
             (
                 b"250-a\r\n250-b\r\n250 c\r\n",
-                Ok(ReplyParse::Done(Reply::plain(250, vec!["a".into(), "b".into(), "c".into()]), 21)),
+                Ok(ReplyParse::Done(
+                    Reply::plain(250, vec!["a".into(), "b".into(), "c".into()]),
+                    21,
+                )),
             ),
             (b"250-a\r\n250", Ok(ReplyParse::Incomplete)),
             (b"250-a\r\n251 b\r\n", Err(ReplyError::CodeMismatch)),
@@ -882,7 +1071,12 @@ mod tests {
             (b"600 x\r\n", Err(ReplyError::Malformed)),
         ];
         for (input, want) in cases {
-            assert_eq!(&parse_reply(input), want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                &parse_reply(input),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let long = vec![b'2'; MAX_REPLY_LINE + 10];
         assert_eq!(parse_reply(&long), Err(ReplyError::TooLong));
@@ -921,7 +1115,12 @@ mod tests {
         ];
         for (input, want, end) in cases {
             let (out, consumed, _) = decode_all(input, 1 << 20);
-            assert_eq!((out.as_slice(), consumed), (*want, *end), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                (out.as_slice(), consumed),
+                (*want, *end),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -951,13 +1150,16 @@ mod tests {
         fn crlf_message() -> impl Strategy<Value = Vec<u8>> {
             // Lines of arbitrary bytes without CR/LF, each ended by CRLF.
             proptest::collection::vec(
-                proptest::collection::vec(any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'), 0..20)
-                    .prop_map(|mut l| {
-                        if !l.is_empty() && l[0] != b'.' && l.len() % 3 == 0 {
-                            l.insert(0, b'.');
-                        }
-                        l
-                    }),
+                proptest::collection::vec(
+                    any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+                    0..20,
+                )
+                .prop_map(|mut l| {
+                    if !l.is_empty() && l[0] != b'.' && l.len() % 3 == 0 {
+                        l.insert(0, b'.');
+                    }
+                    l
+                }),
                 0..20,
             )
             .prop_map(|lines| {

@@ -85,7 +85,9 @@ enum Read {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn stream(&mut self) -> &mut MaybeTls<S> {
-        self.stream.as_mut().expect("stream is present outside STARTTLS")
+        self.stream
+            .as_mut()
+            .expect("stream is present outside STARTTLS")
     }
 
     fn is_tls(&self) -> bool {
@@ -116,7 +118,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read",
+            )),
         }
     }
 
@@ -142,7 +147,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn run(&mut self) -> End {
-        self.reply(Reply::plain(220, vec![format!("{} ESMTP Postern ready", self.ctx.hostname)]));
+        self.reply(Reply::plain(
+            220,
+            vec![format!("{} ESMTP Postern ready", self.ctx.hostname)],
+        ));
         if self.flush().await.is_err() {
             return End::IoError;
         }
@@ -170,7 +178,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return End::IoError;
             }
             if self.draining && self.mail.is_none() {
-                self.reply(Reply::new(421, "4.3.2", "Service shutting down, please try again later"));
+                self.reply(Reply::new(
+                    421,
+                    "4.3.2",
+                    "Service shutting down, please try again later",
+                ));
                 let _ = self.flush().await;
                 return End::Shutdown;
             }
@@ -222,7 +234,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         }
                         return None;
                     }
-                    self.reply(Reply::new(500, "5.5.2", format!("Line too long (limit {MAX_LINE} bytes)")));
+                    self.reply(Reply::new(
+                        500,
+                        "5.5.2",
+                        format!("Line too long (limit {MAX_LINE} bytes)"),
+                    ));
                     return Some(Err(()));
                 }
             }
@@ -233,7 +249,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn count_bad(&mut self) -> bool {
         self.bad_commands += 1;
         if self.bad_commands > self.ctx.limits.max_bad_commands {
-            self.reply(Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+            self.reply(Reply::new(
+                421,
+                "4.7.0",
+                "Too many errors, closing connection",
+            ));
             return true;
         }
         false
@@ -284,7 +304,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Some(End::Quit);
             }
             Command::Vrfy => {
-                self.reply(Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept the message and attempt delivery"));
+                self.reply(Reply::new(
+                    252,
+                    "2.5.0",
+                    "Cannot VRFY user, but will accept the message and attempt delivery",
+                ));
                 false
             }
             Command::Expn => {
@@ -339,7 +363,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let acceptor = match (&self.ctx.acceptor, self.ctx.tls_mode) {
             (Some(a), TlsMode::Starttls) => a.clone(),
             _ => {
-                self.reply(Reply::new(502, "5.5.1", "STARTTLS is not offered on this listener"));
+                self.reply(Reply::new(
+                    502,
+                    "5.5.1",
+                    "STARTTLS is not offered on this listener",
+                ));
                 return self.count_bad().then_some(End::TooManyErrors);
             }
         };
@@ -350,7 +378,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // RFC 3207 6 / CVE-2011-0411: anything the client pipelined after
         // STARTTLS arrived in plaintext and must not be acted upon.
         if !self.rbuf.is_empty() {
-            warn!(bytes = self.rbuf.len(), "discarding plaintext pipelined after STARTTLS");
+            warn!(
+                bytes = self.rbuf.len(),
+                "discarding plaintext pipelined after STARTTLS"
+            );
             self.rbuf.clear();
         }
         self.discarding = false;
@@ -361,7 +392,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Some(End::IoError);
             }
         };
-        let handshake = tokio::time::timeout(self.ctx.limits.idle_timeout, acceptor.accept(plain)).await;
+        let handshake =
+            tokio::time::timeout(self.ctx.limits.idle_timeout, acceptor.accept(plain)).await;
         match handshake {
             Ok(Ok(tls)) => {
                 self.stream = Some(MaybeTls::Tls(Box::new(tls)));
@@ -392,13 +424,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(Err(())) => {
                     // take_command queued a 500; replace it with the AUTH reply.
                     self.wbuf.clear();
-                    return Some(Err(Reply::new(500, "5.5.6", "Authentication exchange line too long")));
+                    return Some(Err(Reply::new(
+                        500,
+                        "5.5.6",
+                        "Authentication exchange line too long",
+                    )));
                 }
                 None => {}
             }
             match self.read_more(false).await {
                 Ok(Read::Data) => {}
-                Ok(Read::Timeout) => return Some(Err(Reply::new(421, "4.4.2", "Idle timeout during authentication"))),
+                Ok(Read::Timeout) => {
+                    return Some(Err(Reply::new(
+                        421,
+                        "4.4.2",
+                        "Idle timeout during authentication",
+                    )))
+                }
                 _ => return None,
             }
         }
@@ -408,8 +450,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn sasl_decode(line: &[u8]) -> Result<Vec<u8>, Reply> {
         sasl::decode_response(line).map_err(|e| match e {
             sasl::SaslError::Cancelled => Reply::new(501, "5.7.0", "Authentication cancelled"),
-            sasl::SaslError::TooLong => Reply::new(500, "5.5.6", "Authentication response too long"),
-            _ => Reply::new(501, "5.5.2", "Cannot decode the authentication response (base64 expected)"),
+            sasl::SaslError::TooLong => {
+                Reply::new(500, "5.5.6", "Authentication response too long")
+            }
+            _ => Reply::new(
+                501,
+                "5.5.2",
+                "Cannot decode the authentication response (base64 expected)",
+            ),
         })
     }
 
@@ -424,11 +472,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return true;
         }
         if self.mail.is_some() {
-            self.reply(Reply::new(503, "5.5.1", "AUTH is not allowed during a mail transaction"));
+            self.reply(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a mail transaction",
+            ));
             return true;
         }
         if !self.auth_allowed() {
-            self.reply(Reply::new(538, "5.7.11", "Encryption required: use STARTTLS before AUTH"));
+            self.reply(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required: use STARTTLS before AUTH",
+            ));
             return true;
         }
         let creds: Result<(String, Secret), Reply> = match sasl::Mechanism::parse(mechanism) {
@@ -444,7 +500,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let p = sasl::plain_decode(&raw)
                         .map_err(|_| Reply::new(501, "5.5.2", "Malformed PLAIN response"))?;
                     if !p.authzid.is_empty() && p.authzid != p.authcid {
-                        return Err(Reply::new(535, "5.7.8", "Authorization identity must be empty or your own user name"));
+                        return Err(Reply::new(
+                            535,
+                            "5.7.8",
+                            "Authorization identity must be empty or your own user name",
+                        ));
                     }
                     Ok((p.authcid, p.password))
                 })
@@ -457,7 +517,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         None => return false,
                     },
                 }
-                .and_then(|raw| sasl::login_field(&raw).map_err(|_| Reply::new(501, "5.5.2", "Malformed user name")));
+                .and_then(|raw| {
+                    sasl::login_field(&raw)
+                        .map_err(|_| Reply::new(501, "5.5.2", "Malformed user name"))
+                });
                 match user {
                     Ok(user) => match self.auth_line(sasl::LOGIN_PASS_PROMPT).await {
                         Some(r) => r.and_then(|l| Self::sasl_decode(&l)).and_then(|raw| {
@@ -470,7 +533,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Err(r) => Err(r),
                 }
             }
-            _ => Err(Reply::new(504, "5.5.4", "Unsupported mechanism: use PLAIN or LOGIN")),
+            _ => Err(Reply::new(
+                504,
+                "5.5.4",
+                "Unsupported mechanism: use PLAIN or LOGIN",
+            )),
         };
         let (name, password) = match creds {
             Ok(c) => c,
@@ -488,11 +555,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 false
             }
             Err(LoginError::Invalid) => {
-                self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
+                self.reply(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
                 true
             }
             Err(LoginError::Internal) => {
-                self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure, try again"));
+                self.reply(Reply::new(
+                    454,
+                    "4.7.0",
+                    "Temporary authentication failure, try again",
+                ));
                 false
             }
         }
@@ -500,7 +575,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     fn session_info(&self) -> SessionInfo {
         SessionInfo {
-            user: self.user.as_ref().map(|u| u.name.clone()).unwrap_or_default(),
+            user: self
+                .user
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
             helo: self.helo.clone().unwrap_or_default(),
             peer: self.peer,
         }
@@ -516,7 +595,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return true;
         };
         if self.mail.is_some() {
-            self.reply(Reply::new(503, "5.5.1", "Sender already given (RSET to start over)"));
+            self.reply(Reply::new(
+                503,
+                "5.5.1",
+                "Sender already given (RSET to start over)",
+            ));
             return true;
         }
         if let Some(size) = params.size {
@@ -524,27 +607,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.reply(Reply::new(
                     552,
                     "5.3.4",
-                    format!("Message too big (limit {} bytes)", self.ctx.limits.max_message_size),
+                    format!(
+                        "Message too big (limit {} bytes)",
+                        self.ctx.limits.max_message_size
+                    ),
                 ));
                 return false;
             }
         }
         if !from.as_str().is_ascii() && !params.smtputf8 {
-            self.reply(Reply::new(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter"));
+            self.reply(Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address needs the SMTPUTF8 parameter",
+            ));
             return true;
         }
         let Some(via) = &user.send_via else {
-            self.reply(Reply::new(550, "5.7.1", format!("User {} has no send_via configured: sending is not allowed", user.name)));
+            self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "User {} has no send_via configured: sending is not allowed",
+                    user.name
+                ),
+            ));
             return false;
         };
         let Some(route) = self.ctx.router.route(via) else {
-            self.reply(Reply::new(451, "4.3.0", format!("Route {via} is not available")));
+            self.reply(Reply::new(
+                451,
+                "4.3.0",
+                format!("Route {via} is not available"),
+            ));
             return false;
         };
         let info = self.session_info();
         match route.open(&info, &from, &params).await {
-            Ok(tx) => {
-                self.reply(tx.mail_reply());
+            Ok((tx, reply)) => {
+                self.reply(reply);
                 self.mail = Some(Mail {
                     tx,
                     from,
@@ -567,11 +668,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return true;
         };
         if mail.rcpts.len() >= max {
-            self.reply(Reply::new(452, "4.5.3", format!("Too many recipients (limit {max} per message)")));
+            self.reply(Reply::new(
+                452,
+                "4.5.3",
+                format!("Too many recipients (limit {max} per message)"),
+            ));
             return false;
         }
         if !to.as_str().is_ascii() && !mail.params.smtputf8 {
-            self.reply(Reply::new(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 on MAIL FROM"));
+            self.reply(Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address needs SMTPUTF8 on MAIL FROM",
+            ));
             return true;
         }
         let r = mail.tx.rcpt(&to).await;
@@ -591,7 +700,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
             return self.count_bad().then_some(End::TooManyErrors);
         }
-        self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
+        self.reply(Reply::plain(
+            354,
+            vec!["End data with <CR><LF>.<CR><LF>".into()],
+        ));
         if self.flush().await.is_err() {
             return Some(End::IoError);
         }
@@ -613,7 +725,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match self.read_more(false).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Timeout) => {
-                    self.reply(Reply::new(421, "4.4.2", "Timeout during DATA, closing connection"));
+                    self.reply(Reply::new(
+                        421,
+                        "4.4.2",
+                        "Timeout during DATA, closing connection",
+                    ));
                     self.abort_mail().await;
                     return Some(End::IdleTimeout);
                 }
@@ -627,10 +743,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
-        let mut mail = self.mail.take().expect("checked above");
+        let mail = self.mail.take().expect("checked above");
         if decoder.oversize() {
-            mail.tx.abort().await;
-            self.reply(Reply::new(552, "5.3.4", format!("Message too big (limit {max} bytes)")));
+            mail.tx.abort();
+            self.reply(Reply::new(
+                552,
+                "5.3.4",
+                format!("Message too big (limit {max} bytes)"),
+            ));
             return None;
         }
         let info = self.session_info();
@@ -648,14 +768,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn abort_mail(&mut self) {
         if let Some(m) = self.mail.take() {
-            m.tx.abort().await;
+            m.tx.abort();
         }
     }
 }
 
 /// Serve one SMTP client on an accepted stream (already TLS for implicit
 /// listeners). Returns how the session ended.
-pub async fn serve<S>(ctx: Arc<SmtpContext>, stream: MaybeTls<S>, peer: SocketAddr, local: SocketAddr) -> End
+pub async fn serve<S>(
+    ctx: Arc<SmtpContext>,
+    stream: MaybeTls<S>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {

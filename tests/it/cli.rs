@@ -56,7 +56,10 @@ accounts = ["icl", "lab"]
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
-    assert!(!out.contains("SECRET-TOKEN-VALUE") && !out.contains("argon2id"), "{out}");
+    assert!(
+        !out.contains("SECRET-TOKEN-VALUE") && !out.contains("argon2id"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -110,10 +113,17 @@ fn relative_paths_resolve_against_the_config_folder() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let path = dir.path().join("sub/p.toml");
-    std::fs::write(&path, "data_dir = \"state\"\n[smtp]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "data_dir = \"state\"\n[smtp]\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
     let (ok, out, _) = run(BIN, &["--config", path.to_str().unwrap(), "check-config"]);
     assert!(ok);
-    assert!(out.contains(&format!("{}", dir.path().join("sub/state").display())), "{out}");
+    assert!(
+        out.contains(&format!("{}", dir.path().join("sub/state").display())),
+        "{out}"
+    );
 }
 
 #[test]
@@ -127,7 +137,10 @@ fn missing_configured_certificate_is_an_error_at_start() {
     .unwrap();
     let (ok, _, err) = run(BIN, &["--config", path.to_str().unwrap(), "run"]);
     assert!(!ok);
-    assert!(err.contains("nope.pem") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("nope.pem") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,14 +164,30 @@ fn hash_password_prints_argon2id() {
 fn providers_prints_the_table() {
     let (ok, out, _) = run(BIN, &["providers"]);
     assert!(ok);
-    for name in ["gmail", "google-workspace", "outlook", "office365", "icloud", "att-legacy", "gmx-net", "smtp.gmail.com", "outbound.att.net"] {
+    for name in [
+        "gmail",
+        "google-workspace",
+        "outlook",
+        "office365",
+        "icloud",
+        "att-legacy",
+        "gmx-net",
+        "smtp.gmail.com",
+        "outbound.att.net",
+    ] {
         assert!(out.contains(name), "{name} missing");
     }
 }
 
 #[test]
 fn shipped_examples_are_valid() {
-    for f in ["config/postern.toml", "config/examples/gmail.toml", "config/examples/outlook.toml", "config/examples/pool.toml", "config/examples/custom-server.toml"] {
+    for f in [
+        "config/postern.toml",
+        "config/examples/gmail.toml",
+        "config/examples/outlook.toml",
+        "config/examples/pool.toml",
+        "config/examples/custom-server.toml",
+    ] {
         let path = repo_root().join(f);
         let (ok, out, err) = run(BIN, &["--config", path.to_str().unwrap(), "check-config"]);
         assert!(ok, "{f}: {out}\n{err}");

@@ -41,7 +41,8 @@ pub fn users_section(send_via: &str) -> String {
 }
 
 /// Fast auth failures so negative tests do not crawl.
-pub const FAST_LIMITS: &str = "[limits]\nauth_failure_delay = \"50ms\"\nauth_backoff_max = \"200ms\"\n";
+pub const FAST_LIMITS: &str =
+    "[limits]\nauth_failure_delay = \"50ms\"\nauth_backoff_max = \"200ms\"\n";
 
 impl Postern {
     /// Start with this config text (written to `<tmp>/postern.toml`). Waits
@@ -57,7 +58,12 @@ impl Postern {
         Self::spawn(dir, path, expect_listeners, env)
     }
 
-    pub fn spawn(dir: tempfile::TempDir, path: PathBuf, expect_listeners: usize, env: &[(&str, &str)]) -> Postern {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        expect_listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Postern {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&path).arg("run");
         cmd.env("RUST_LOG", "info,postern=debug");
@@ -96,7 +102,11 @@ impl Postern {
             if let Some(status) = p.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("postern exited early ({status}):\n{}", p.logs());
             }
-            assert!(Instant::now() < deadline, "postern did not start:\n{}", p.logs());
+            assert!(
+                Instant::now() < deadline,
+                "postern did not start:\n{}",
+                p.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         p
@@ -155,7 +165,11 @@ impl Postern {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -203,7 +217,10 @@ pub fn split_capture(bytes: &[u8]) -> (String, Vec<u8>) {
         let nl = bytes[pos..].iter().position(|&b| b == b'\n').unwrap();
         pos += nl + 1;
     }
-    (String::from_utf8_lossy(&bytes[..pos]).into_owned(), bytes[pos..].to_vec())
+    (
+        String::from_utf8_lossy(&bytes[..pos]).into_owned(),
+        bytes[pos..].to_vec(),
+    )
 }
 
 /// Find the one captured message whose body contains `marker`, waiting a little.
@@ -216,7 +233,10 @@ pub fn find_captured(dir: &Path, marker: &str) -> (String, Vec<u8>) {
                 return split_capture(&bytes);
             }
         }
-        assert!(Instant::now() < deadline, "no captured message contains {marker}");
+        assert!(
+            Instant::now() < deadline,
+            "no captured message contains {marker}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -231,7 +251,12 @@ pub fn python(script: &str, args: &[&str]) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
@@ -263,8 +288,13 @@ pub struct Raw {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Raw { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, data: &[u8]) {
@@ -276,7 +306,9 @@ impl Raw {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
-                let s = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned();
+                let s = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
                 return Some(s);
             }
             let mut tmp = [0u8; 4096];
@@ -291,7 +323,9 @@ impl Raw {
     pub fn reply(&mut self) -> String {
         let mut out = Vec::new();
         loop {
-            let l = self.line().unwrap_or_else(|| panic!("connection closed; so far: {out:?}"));
+            let l = self
+                .line()
+                .unwrap_or_else(|| panic!("connection closed; so far: {out:?}"));
             let last = l.len() < 4 || l.as_bytes()[3] == b' ';
             out.push(l);
             if last {

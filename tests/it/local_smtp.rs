@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 use crate::harness::*;
 
 fn marker(name: &str) -> String {
-    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{name}-{n}")
 }
 
@@ -49,15 +52,43 @@ print('refused', refused)
 s.quit()
 "#;
 
-fn smtplib_send(p: &Postern, mode: &str, mech: &str, cafile: Option<&str>, msg: &[u8]) -> (bool, String, String) {
-    let f = p.dir.path().join(format!("msg-{}.eml", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()));
+fn smtplib_send(
+    p: &Postern,
+    mode: &str,
+    mech: &str,
+    cafile: Option<&str>,
+    msg: &[u8],
+) -> (bool, String, String) {
+    let f = p.dir.path().join(format!(
+        "msg-{}.eml",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     std::fs::write(&f, msg).unwrap();
     let port = p.smtp().port().to_string();
-    python(SMTPLIB, &[mode, "127.0.0.1", &port, "app", APP_PASSWORD, mech, f.to_str().unwrap(), cafile.unwrap_or("-")])
+    python(
+        SMTPLIB,
+        &[
+            mode,
+            "127.0.0.1",
+            &port,
+            "app",
+            APP_PASSWORD,
+            mech,
+            f.to_str().unwrap(),
+            cafile.unwrap_or("-"),
+        ],
+    )
 }
 
 fn self_signed_cert(p: &Postern) -> String {
-    p.data_dir().join("tls/localhost.pem").to_str().unwrap().to_owned()
+    p.data_dir()
+        .join("tls/localhost.pem")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -71,8 +102,16 @@ fn smtplib_plain_auth_plain_captures_byte_for_byte() {
     let (head, body) = find_captured(&p.capture_new(), &m);
     assert_eq!(body, msg, "captured bytes differ");
     assert!(head.contains("X-Postern-User: app\r\n"), "{head}");
-    assert!(head.contains("X-Postern-Mail-From: <from@example.test>\r\n"), "{head}");
-    assert!(head.contains("X-Postern-Rcpt-To: <to1@example.test>\r\nX-Postern-Rcpt-To: <to2@example.test>\r\n"), "{head}");
+    assert!(
+        head.contains("X-Postern-Mail-From: <from@example.test>\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(
+            "X-Postern-Rcpt-To: <to1@example.test>\r\nX-Postern-Rcpt-To: <to2@example.test>\r\n"
+        ),
+        "{head}"
+    );
 }
 
 #[test]
@@ -89,7 +128,13 @@ fn smtplib_auth_login() {
 fn smtplib_starttls_with_generated_certificate() {
     let p = Postern::start(&config("starttls", ""), 1);
     let m = marker("starttls");
-    let (ok, out, err) = smtplib_send(&p, "starttls", "PLAIN", Some(&self_signed_cert(&p)), &message(&m));
+    let (ok, out, err) = smtplib_send(
+        &p,
+        "starttls",
+        "PLAIN",
+        Some(&self_signed_cert(&p)),
+        &message(&m),
+    );
     assert!(ok && out.contains("auth 235"), "{out}\n{err}\n{}", p.logs());
     let (_, body) = find_captured(&p.capture_new(), &m);
     assert_eq!(body, message(&m));
@@ -99,7 +144,13 @@ fn smtplib_starttls_with_generated_certificate() {
 fn smtplib_implicit_tls() {
     let p = Postern::start(&config("implicit", ""), 1);
     let m = marker("implicit");
-    let (ok, out, err) = smtplib_send(&p, "ssl", "LOGIN", Some(&self_signed_cert(&p)), &message(&m));
+    let (ok, out, err) = smtplib_send(
+        &p,
+        "ssl",
+        "LOGIN",
+        Some(&self_signed_cert(&p)),
+        &message(&m),
+    );
     assert!(ok && out.contains("auth 235"), "{out}\n{err}\n{}", p.logs());
     let (_, body) = find_captured(&p.capture_new(), &m);
     assert_eq!(body, message(&m));
@@ -116,7 +167,10 @@ fn generated_certificate_is_reused() {
     let tmp = std::mem::replace(&mut p.dir, tempfile::tempdir().unwrap());
     drop(p);
     let p2 = Postern::spawn(tmp, cfg, 1, &[]);
-    assert_eq!(std::fs::read(dir.join("var/tls/localhost.pem")).unwrap(), cert);
+    assert_eq!(
+        std::fs::read(dir.join("var/tls/localhost.pem")).unwrap(),
+        cert
+    );
     drop(p2);
 }
 
@@ -129,7 +183,18 @@ fn curl_smtp_and_smtps() {
     let url = format!("smtp://127.0.0.1:{}", p.smtp().port());
     let (ok, out, err) = run(
         "curl",
-        &["-sS", &url, "-u", &format!("app:{APP_PASSWORD}"), "--mail-from", "from@example.test", "--mail-rcpt", "to1@example.test", "-T", f.to_str().unwrap()],
+        &[
+            "-sS",
+            &url,
+            "-u",
+            &format!("app:{APP_PASSWORD}"),
+            "--mail-from",
+            "from@example.test",
+            "--mail-rcpt",
+            "to1@example.test",
+            "-T",
+            f.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
     let (_, body) = find_captured(&p.capture_new(), &m);
@@ -142,8 +207,20 @@ fn curl_smtp_and_smtps() {
     let (ok, out, err) = run(
         "curl",
         &[
-            "-sS", &url, "--resolve", &format!("localhost:{}:127.0.0.1", p.smtp().port()), "--cacert", &self_signed_cert(&p),
-            "-u", &format!("app:{APP_PASSWORD}"), "--mail-from", "from@example.test", "--mail-rcpt", "to1@example.test", "-T", f.to_str().unwrap(),
+            "-sS",
+            &url,
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", p.smtp().port()),
+            "--cacert",
+            &self_signed_cert(&p),
+            "-u",
+            &format!("app:{APP_PASSWORD}"),
+            "--mail-from",
+            "from@example.test",
+            "--mail-rcpt",
+            "to1@example.test",
+            "-T",
+            f.to_str().unwrap(),
         ],
     );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
@@ -157,7 +234,22 @@ fn swaks_plain_and_starttls() {
     let server = format!("127.0.0.1:{}", p.smtp().port());
     for (tls, mech) in [(false, "LOGIN"), (true, "PLAIN")] {
         let m = marker("swaks");
-        let mut args = vec!["--server", &server, "-a", mech, "-au", "app", "-ap", APP_PASSWORD, "--from", "from@example.test", "--to", "to1@example.test", "--header", ""];
+        let mut args = vec![
+            "--server",
+            &server,
+            "-a",
+            mech,
+            "-au",
+            "app",
+            "-ap",
+            APP_PASSWORD,
+            "--from",
+            "from@example.test",
+            "--to",
+            "to1@example.test",
+            "--header",
+            "",
+        ];
         let subject = format!("Subject: {m}");
         args[13] = &subject;
         let ca = self_signed_cert(&p);
@@ -178,7 +270,14 @@ fn pipelined_transaction_over_raw_socket() {
     let mut c = Raw::connect(p.smtp());
     assert!(c.reply().starts_with("220 "));
     let ehlo = c.cmd("EHLO raw.example");
-    for ext in ["PIPELINING", "SIZE ", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "AUTH PLAIN LOGIN"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE ",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "AUTH PLAIN LOGIN",
+    ] {
         assert!(ehlo.contains(ext), "{ehlo}");
     }
     let auth = b64(format!("\0app\0{APP_PASSWORD}").as_bytes());
@@ -200,14 +299,20 @@ fn pipelined_transaction_over_raw_socket() {
     assert!(c.reply().starts_with("250 2.0.0"));
     assert!(c.reply().starts_with("221 2.0.0"));
     let (_, body) = find_captured(&p.capture_new(), &format!("{m}\r\n"));
-    assert_eq!(body, format!("Subject: {m}\r\n\r\n.stuffed\r\n").into_bytes());
+    assert_eq!(
+        body,
+        format!("Subject: {m}\r\n\r\n.stuffed\r\n").into_bytes()
+    );
     let (head, _) = find_captured(&p.capture_new(), &format!("{m}-2"));
     assert!(head.contains("<d@example.test>"));
 }
 
 #[test]
 fn documented_refusals() {
-    let p = Postern::start(&config("none", "max_message_size = 2000\nmax_recipients = 3\n"), 1);
+    let p = Postern::start(
+        &config("none", "max_message_size = 2000\nmax_recipients = 3\n"),
+        1,
+    );
     let mut c = Raw::connect(p.smtp());
     c.reply();
     c.cmd("EHLO raw.example");
@@ -227,10 +332,16 @@ fn documented_refusals() {
     assert!(c.cmd("AUTH PLAIN").starts_with("334"));
     assert!(c.cmd(&good).starts_with("235 2.7.0"));
     // SIZE over the limit.
-    assert!(c.cmd("MAIL FROM:<a@example.test> SIZE=5000").starts_with("552 5.3.4"));
-    assert!(c.cmd("MAIL FROM:<a@example.test> SIZE=100").starts_with("250"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.test> SIZE=5000")
+        .starts_with("552 5.3.4"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.test> SIZE=100")
+        .starts_with("250"));
     for i in 0..3 {
-        assert!(c.cmd(&format!("RCPT TO:<r{i}@example.test>")).starts_with("250"));
+        assert!(c
+            .cmd(&format!("RCPT TO:<r{i}@example.test>"))
+            .starts_with("250"));
     }
     assert!(c.cmd("RCPT TO:<r4@example.test>").starts_with("452 4.5.3"));
     // Oversize during DATA: 552 after the end, and nothing is captured.
@@ -249,8 +360,12 @@ fn documented_refusals() {
     assert!(c.cmd("RCPT TO:<x@example.test>").starts_with("503 5.5.1"));
     assert!(c.cmd("DATA").starts_with("503 5.5.1"));
     assert!(c.cmd("MAIL FROM:<bad address>").starts_with("501 5.5.4"));
-    assert!(c.cmd("MAIL FROM:<a@example.test> RET=HDRS").starts_with("555 5.5.4"));
-    assert!(c.cmd("MAIL FROM:<jörg@example.test>").starts_with("553 5.6.7"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.test> RET=HDRS")
+        .starts_with("555 5.5.4"));
+    assert!(c
+        .cmd("MAIL FROM:<jörg@example.test>")
+        .starts_with("553 5.6.7"));
     assert!(c.cmd("VRFY x").starts_with("252"));
     assert!(c.cmd("HELP").starts_with("214"));
     assert!(c.cmd("STARTTLS").starts_with("502 5.5.1"));
@@ -299,7 +414,10 @@ fn repeated_failures_slow_down_one_user_only() {
         assert!(c.cmd(&format!("AUTH PLAIN {bad}")).starts_with("535"));
         last = t.elapsed();
     }
-    assert!(last >= Duration::from_millis(800), "5th failure took {last:?}");
+    assert!(
+        last >= Duration::from_millis(800),
+        "5th failure took {last:?}"
+    );
     // Another user logs in at once (from the same address).
     let mut c2 = Raw::connect(p.smtp());
     c2.reply();
@@ -326,15 +444,21 @@ fn sigterm_lets_data_in_flight_finish() {
     idle.reply();
     let mut p = p;
     p.signal("TERM");
-    assert!(p.wait_log("shutting down", Duration::from_secs(10)), "{}", p.logs());
+    assert!(
+        p.wait_log("shutting down", Duration::from_secs(10)),
+        "{}",
+        p.logs()
+    );
     let r = idle.reply();
     assert!(r.starts_with("421 4.3.2"), "{r}");
     // New connections are no longer accepted.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::net::TcpStream::connect(p.smtp()).is_err() || {
-        let mut n = Raw::connect(p.smtp());
-        n.closed()
-    });
+    assert!(
+        std::net::TcpStream::connect(p.smtp()).is_err() || {
+            let mut n = Raw::connect(p.smtp());
+            n.closed()
+        }
+    );
     c.send(b"second half\r\n");
     let r = c.cmd(".");
     assert!(r.starts_with("250 2.0.0"), "{r}\n{}", p.logs());
@@ -342,7 +466,12 @@ fn sigterm_lets_data_in_flight_finish() {
     assert!(r.starts_with("421 4.3.2"), "{r}");
     let (_, body) = find_captured(&p.capture_new(), &m);
     assert!(String::from_utf8_lossy(&body).ends_with("first half\r\nsecond half\r\n"));
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.logs());
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.logs()
+    );
 }
 
 #[test]
@@ -360,7 +489,18 @@ fn shipped_default_config_runs_and_captures() {
     std::fs::write(&f, message(&m)).unwrap();
     let (ok, out, err) = run(
         "curl",
-        &["-sS", "smtp://127.0.0.1:2525", "-u", "app:sandbox", "--mail-from", "me@example.test", "--mail-rcpt", "you@example.test", "-T", f.to_str().unwrap()],
+        &[
+            "-sS",
+            "smtp://127.0.0.1:2525",
+            "-u",
+            "app:sandbox",
+            "--mail-from",
+            "me@example.test",
+            "--mail-rcpt",
+            "you@example.test",
+            "-T",
+            f.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
     let (_, body) = find_captured(&p.dir.path().join("var/capture/new"), &m);

@@ -2,6 +2,7 @@
 //! Real sockets on 127.0.0.1, a real `postern` process, real clients.
 
 mod cli;
+mod fake_smtp;
 mod harness;
 mod local_smtp;
 mod providers;

@@ -1,0 +1,75 @@
+//! An account's upstream credential: an app password (from an environment
+//! variable or a file, read when needed so a rotated password is picked up)
+//! or a bearer token source.
+
+use crate::auth::token::{TokenError, TokenSource};
+use crate::config::{Account, AuthMethod, PasswordSource};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Password(PasswordSource),
+    Bearer(TokenSource),
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialError {
+    #[error("the app password for account {account} is not available: environment variable {var} is not set")]
+    EnvMissing { account: String, var: String },
+    #[error(
+        "the app password for account {account} is not available: cannot read {path}: {reason}"
+    )]
+    FileUnreadable {
+        account: String,
+        path: String,
+        reason: String,
+    },
+    #[error("the app password for account {account} is empty")]
+    Empty { account: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl Credential {
+    /// The credential configured for an account. Built-in OAuth accounts
+    /// (no `token_command`) get their source from the token manager.
+    pub fn for_account(a: &Account) -> Option<Credential> {
+        match a.auth {
+            AuthMethod::Password => a.password.clone().map(Credential::Password),
+            AuthMethod::Oauth2 => a
+                .token_command
+                .as_deref()
+                .map(|cmd| Credential::Bearer(TokenSource::command(&a.name, cmd))),
+        }
+    }
+
+    pub fn is_bearer(&self) -> bool {
+        matches!(self, Credential::Bearer(_))
+    }
+
+    /// Read the app password now.
+    pub fn password(account: &str, src: &PasswordSource) -> Result<Secret, CredentialError> {
+        let pw = match src {
+            PasswordSource::Env(var) => {
+                std::env::var(var).map_err(|_| CredentialError::EnvMissing {
+                    account: account.to_owned(),
+                    var: var.clone(),
+                })?
+            }
+            PasswordSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| CredentialError::FileUnreadable {
+                    account: account.to_owned(),
+                    path: path.display().to_string(),
+                    reason: e.kind().to_string(),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        };
+        if pw.is_empty() {
+            return Err(CredentialError::Empty {
+                account: account.to_owned(),
+            });
+        }
+        Ok(Secret::new(pw))
+    }
+}

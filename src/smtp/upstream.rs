@@ -1,0 +1,1127 @@
+//! The upstream SMTP client: connect to the provider on the account's port
+//! and TLS mode, authenticate with XOAUTH2/OAUTHBEARER or an app password,
+//! and relay one transaction at a time. Also the account relay with its small
+//! pool of warm authenticated connections, and the mapping of upstream
+//! failures to replies that tell the user what to do (DESIGN.md, errors).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, info, warn};
+
+use crate::auth::credentials::{Credential, CredentialError};
+use crate::config::{Account, Endpoint};
+use crate::io::{ClientStream, MaybeTls};
+use crate::providers::TlsMode;
+use crate::sasl::{self, Mechanism};
+use crate::secret::Secret;
+use crate::smtp::codec::{self, MailParams, Path, Reply, ReplyParse};
+
+/// RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
+const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+/// Warm connections kept per account.
+const WARM_MAX: usize = 4;
+/// A warm connection unused for longer than this is closed.
+const WARM_IDLE: Duration = Duration::from_secs(60);
+/// A connection idle for longer than this gets a health check before reuse.
+const HEALTH_CHECK_AFTER: Duration = Duration::from_secs(5);
+
+/// Where and how to reach one account's SMTP server.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub account: String,
+    pub email: String,
+    pub endpoint: Endpoint,
+    pub username: String,
+    pub credential: Credential,
+    pub tls: Arc<ClientConfig>,
+    /// Our name in EHLO.
+    pub ehlo_name: String,
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+}
+
+/// Why talking to the upstream failed. Each maps to one client reply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot resolve {target}: {reason}")]
+    Resolve { target: String, reason: String },
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("connecting to {target} timed out")]
+    ConnectTimeout { target: String },
+    #[error("{target} sent no greeting within {secs} s")]
+    NoGreeting {
+        target: String,
+        secs: u64,
+        tls: TlsMode,
+    },
+    #[error("{target} refused the connection: {reply}")]
+    Greeting { target: String, reply: Reply },
+    #[error("TLS handshake with {target} failed: {reason}")]
+    Tls {
+        target: String,
+        reason: String,
+        tls: TlsMode,
+    },
+    #[error("{target} does not offer STARTTLS")]
+    NoStartTls { target: String },
+    #[error("{target} offers no usable AUTH mechanism (offered: {offered}; needed: {needed})")]
+    NoMechanism {
+        target: String,
+        offered: String,
+        needed: &'static str,
+    },
+    #[error("upstream rejected the {what} of account {account}: {reply}")]
+    AuthRejected {
+        account: String,
+        what: &'static str,
+        reply: Reply,
+    },
+    #[error("upstream could not check the login of account {account} right now: {reply}")]
+    AuthTemporary { account: String, reply: Reply },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("{target} broke the protocol: {what}")]
+    Protocol { target: String, what: String },
+    #[error("connection to {target} lost: {reason}")]
+    Io { target: String, reason: String },
+    #[error("{target} did not answer {stage} within {secs} s")]
+    Timeout {
+        target: String,
+        stage: &'static str,
+        secs: u64,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the same thing may work later without a change of config.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::NoStartTls { .. }
+                | UpstreamError::NoMechanism { .. }
+                | UpstreamError::Tls { .. }
+        )
+    }
+
+    /// What the user should do about it (for replies, logs and `doctor`).
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            UpstreamError::Resolve { .. } => "check the host name and this machine's DNS".into(),
+            UpstreamError::Connect { target, .. } | UpstreamError::ConnectTimeout { target } => format!(
+                "{target} cannot be reached: the port is probably blocked by a firewall or the ISP; try 587 (STARTTLS) or 465 (implicit TLS)"
+            ),
+            UpstreamError::NoGreeting { target, tls, .. } => match tls {
+                TlsMode::Starttls | TlsMode::None => format!(
+                    "{target} may expect TLS from the first byte (ports 465/993): set tls = \"implicit\""
+                ),
+                TlsMode::Implicit => "the server accepted TLS but stayed silent; check the port".into(),
+            },
+            UpstreamError::Tls { target, reason, tls } => {
+                if reason.contains("corrupt message") || reason.contains("InvalidContentType") || reason.contains("invalid") && reason.contains("message") {
+                    format!(
+                        "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
+                    )
+                } else if reason.contains("certificate") || reason.contains("UnknownIssuer") || reason.contains("NotValidForName") {
+                    format!(
+                        "the certificate of {target} is not valid for that name or not trusted: check the host name, or add its CA with ca_file"
+                    )
+                } else if reason.contains("version") || reason.contains("ProtocolVersion") {
+                    "the server offers only TLS older than 1.2, which Postern refuses".into()
+                } else if *tls == TlsMode::Implicit {
+                    format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
+                } else {
+                    format!("TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)")
+                }
+            }
+            UpstreamError::NoStartTls { target } => format!(
+                "{target} does not offer STARTTLS, so the credentials would travel in plaintext; use the provider's implicit-TLS port (465) with tls = \"implicit\""
+            ),
+            UpstreamError::NoMechanism { needed, .. } => {
+                format!("the server does not accept {needed}; check auth = … for this account")
+            }
+            UpstreamError::AuthRejected { account, what, .. } => {
+                if *what == "access token" {
+                    format!("the token was refused: renew consent with `postern auth {account}` or check token_command")
+                } else {
+                    "the provider wants an app password (with 2-step verification) or OAuth, not the account password; Google Workspace and Microsoft accept OAuth only".to_string()
+                }
+            }
+            UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
+            UpstreamError::Credential(CredentialError::Token(t)) if !t.is_transient() => t.to_string(),
+            UpstreamError::Credential(_) => "set the password variable or file named in the account".into(),
+            _ => return None,
+        })
+    }
+
+    /// The reply a local client gets for this failure.
+    pub fn reply(&self) -> Reply {
+        let text = match self.hint() {
+            Some(h) => format!("{self}. Fix: {h}"),
+            None => self.to_string(),
+        };
+        match self {
+            UpstreamError::AuthRejected { .. }
+            | UpstreamError::AuthTemporary { .. }
+            | UpstreamError::Credential(_) => Reply::new(454, "4.7.0", text),
+            UpstreamError::Tls { .. }
+            | UpstreamError::NoStartTls { .. }
+            | UpstreamError::NoMechanism { .. } => Reply::new(454, "4.7.0", text),
+            UpstreamError::Connect { .. }
+            | UpstreamError::ConnectTimeout { .. }
+            | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
+            _ => Reply::new(451, "4.4.2", text),
+        }
+    }
+}
+
+/// What an upstream reply means for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Daily sending quota reached (Gmail 550 5.4.5, Microsoft 554 5.2.0 SubmissionQuotaExceeded).
+    Quota,
+    /// Slow down: 421 4.7.0, 432 4.3.2, 454 4.7.0, 451 4.7.x rate limits.
+    Throttled,
+    /// The mailbox may not send as this From (550 5.7.1 relay denied, 5.7.60 SendAsDenied).
+    SenderDenied,
+    Transient,
+    Permanent,
+}
+
+pub fn classify(r: &Reply) -> Verdict {
+    if r.is_positive() {
+        return Verdict::Accepted;
+    }
+    let enh = r.enhanced().unwrap_or("");
+    let text = r.text().to_ascii_lowercase();
+    if enh == "5.4.5"
+        || text.contains("submissionquotaexceeded")
+        || text.contains("sending limit exceeded")
+        || text.contains("daily user sending quota")
+        || (enh == "5.2.0" && text.contains("quota"))
+    {
+        return Verdict::Quota;
+    }
+    if enh == "5.7.60"
+        || enh == "5.7.1"
+            && (text.contains("relay")
+                || text.contains("send as")
+                || text.contains("sendas")
+                || text.contains("not owned"))
+    {
+        return Verdict::SenderDenied;
+    }
+    if r.is_transient() {
+        if matches!(enh, "4.7.0" | "4.3.2" | "4.7.28" | "4.7.1") && r.code != 450
+            || r.code == 421
+            || text.contains("rate")
+            || text.contains("too many")
+        {
+            return Verdict::Throttled;
+        }
+        return Verdict::Transient;
+    }
+    Verdict::Permanent
+}
+
+/// The client-facing reply for an upstream verdict on MAIL, RCPT or the
+/// message: the upstream's code and text, with the account named; quota and
+/// sender problems rewritten to say what they mean.
+pub fn relay_reply(account: &str, email: &str, stage: &str, r: &Reply) -> Reply {
+    let upstream = codec::sanitize(&r.text(), 300);
+    match classify(r) {
+        Verdict::Quota => Reply::new(
+            451,
+            "4.4.5",
+            format!("Daily sending quota of account {account} reached; try again later (upstream: {} {upstream})", r.code),
+        ),
+        Verdict::SenderDenied => Reply::new(
+            550,
+            "5.7.1",
+            format!(
+                "Account {account} ({email}) may not send as this From address; send from {email} or an alias the provider allows (upstream: {} {upstream})",
+                r.code
+            ),
+        ),
+        _ => {
+            let enh = r.enhanced().map(str::to_owned).unwrap_or_else(|| {
+                let class = r.code / 100;
+                match (class, stage) {
+                    (2, "MAIL") => "2.1.0".into(),
+                    (2, "RCPT") => "2.1.5".into(),
+                    (c, _) => format!("{c}.0.0"),
+                }
+            });
+            let text = r.text();
+            let text = text.strip_prefix(&enh).map(str::trim_start).unwrap_or(&text);
+            let code = if (200..600).contains(&r.code) && r.code != 354 { r.code } else { 451 };
+            Reply::new(code, &enh, format!("{} (account {account})", codec::sanitize(text, 300)))
+        }
+    }
+}
+
+/// Capabilities from the upstream's EHLO reply.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub starttls: bool,
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub auth: Vec<String>,
+    pub lines: Vec<String>,
+}
+
+impl Capabilities {
+    fn parse(r: &Reply) -> Capabilities {
+        let mut c = Capabilities {
+            lines: r.lines.iter().skip(1).cloned().collect(),
+            ..Default::default()
+        };
+        for line in r.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let kw = words.next().unwrap_or("").to_ascii_uppercase();
+            match kw.as_str() {
+                "STARTTLS" => c.starttls = true,
+                "PIPELINING" => c.pipelining = true,
+                "8BITMIME" => c.eightbitmime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "SIZE" => c.size = words.next().and_then(|n| n.parse().ok()),
+                "AUTH" => c.auth.extend(words.map(|w| w.to_ascii_uppercase())),
+                _ if kw.starts_with("AUTH=") => {
+                    c.auth.extend(kw[5..].split(',').map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+        c.auth.dedup();
+        c
+    }
+
+    pub fn offers(&self, m: Mechanism) -> bool {
+        self.auth.iter().any(|a| a == m.as_str())
+    }
+}
+
+/// One connection to an upstream SMTP server.
+pub struct Connection {
+    stream: ClientStream<TcpStream>,
+    rbuf: Vec<u8>,
+    target: String,
+    timeout: Duration,
+    pub caps: Capabilities,
+    pub peer: SocketAddr,
+    last_used: Instant,
+    /// A transaction was left open: RSET before reuse.
+    dirty: bool,
+}
+
+/// Result of the login step, telling a refused cached token apart.
+enum AuthFailure {
+    Error(UpstreamError),
+    CachedTokenRefused(Secret, UpstreamError),
+}
+
+impl Connection {
+    /// TCP, greeting, EHLO, TLS as configured (never a plaintext fallback).
+    pub async fn open(cfg: &UpstreamConfig) -> Result<Connection, UpstreamError> {
+        let target = cfg.target();
+        let ep = &cfg.endpoint;
+        let secs = cfg.timeout.as_secs().max(1);
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            cfg.timeout,
+            tokio::net::lookup_host((ep.host.as_str(), ep.port)),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return Err(UpstreamError::Resolve {
+                    target,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(UpstreamError::Resolve {
+                    target,
+                    reason: "DNS timed out".into(),
+                })
+            }
+        };
+        let mut last_err = UpstreamError::Resolve {
+            target: target.clone(),
+            reason: "no addresses".into(),
+        };
+        let mut tcp = None;
+        for addr in addrs {
+            match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some((s, addr));
+                    break;
+                }
+                Ok(Err(e)) => {
+                    last_err = UpstreamError::Connect {
+                        target: target.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+                Err(_) => {
+                    last_err = UpstreamError::ConnectTimeout {
+                        target: target.clone(),
+                    }
+                }
+            }
+        }
+        let Some((tcp, peer)) = tcp else {
+            return Err(last_err);
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream = match ep.tls {
+            TlsMode::Implicit => MaybeTls::Tls(Box::new(tls_connect(cfg, tcp).await?)),
+            _ => MaybeTls::Plain(tcp),
+        };
+        let mut c = Connection {
+            stream,
+            rbuf: Vec::with_capacity(4096),
+            target: target.clone(),
+            timeout: cfg.timeout,
+            caps: Capabilities::default(),
+            peer,
+            last_used: Instant::now(),
+            dirty: false,
+        };
+        let greeting = match c.read_reply_within(cfg.timeout, "the greeting").await {
+            Ok(r) => r,
+            Err(UpstreamError::Timeout { .. }) => {
+                return Err(UpstreamError::NoGreeting {
+                    target,
+                    secs,
+                    tls: ep.tls,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if greeting.code != 220 {
+            return Err(UpstreamError::Greeting {
+                target,
+                reply: greeting,
+            });
+        }
+        c.ehlo(&cfg.ehlo_name).await?;
+        if ep.tls == TlsMode::Starttls {
+            if !c.caps.starttls {
+                return Err(UpstreamError::NoStartTls { target });
+            }
+            let r = c.command("STARTTLS", "STARTTLS").await?;
+            if r.code != 220 {
+                return Err(UpstreamError::Tls {
+                    target,
+                    reason: format!("STARTTLS refused: {r}"),
+                    tls: ep.tls,
+                });
+            }
+            if !c.rbuf.is_empty() {
+                return Err(UpstreamError::Protocol {
+                    target,
+                    what: "data after the STARTTLS reply (possible injection)".into(),
+                });
+            }
+            let MaybeTls::Plain(tcp) = c.stream else {
+                unreachable!("plain before STARTTLS")
+            };
+            c.stream = MaybeTls::Tls(Box::new(tls_connect(cfg, tcp).await?));
+            c.ehlo(&cfg.ehlo_name).await?;
+        }
+        Ok(c)
+    }
+
+    async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
+        let r = self.command(&format!("EHLO {name}"), "EHLO").await?;
+        if r.code != 250 {
+            return Err(UpstreamError::Protocol {
+                target: self.target.clone(),
+                what: format!("EHLO refused: {r}"),
+            });
+        }
+        self.caps = Capabilities::parse(&r);
+        Ok(())
+    }
+
+    async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
+        let t = self.timeout;
+        match tokio::time::timeout(t, async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(UpstreamError::Io {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                target: self.target.clone(),
+                stage,
+                secs: t.as_secs(),
+            }),
+        }
+    }
+
+    async fn read_reply_within(
+        &mut self,
+        t: Duration,
+        stage: &'static str,
+    ) -> Result<Reply, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            match codec::parse_reply(&self.rbuf) {
+                Ok(ReplyParse::Done(r, n)) => {
+                    self.rbuf.drain(..n);
+                    self.last_used = Instant::now();
+                    return Ok(r);
+                }
+                Ok(ReplyParse::Incomplete) => {}
+                Err(e) => {
+                    return Err(UpstreamError::Protocol {
+                        target: self.target.clone(),
+                        what: format!("bad reply to {stage}: {e}"),
+                    })
+                }
+            }
+            self.rbuf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) => {
+                    return Err(UpstreamError::Io {
+                        target: self.target.clone(),
+                        reason: format!("connection closed while waiting for the reply to {stage}"),
+                    })
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(UpstreamError::Io {
+                        target: self.target.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(UpstreamError::Timeout {
+                        target: self.target.clone(),
+                        stage,
+                        secs: t.as_secs(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn read_reply(&mut self, stage: &'static str) -> Result<Reply, UpstreamError> {
+        self.read_reply_within(self.timeout, stage).await
+    }
+
+    /// Send one command line and read its reply.
+    async fn command(&mut self, line: &str, stage: &'static str) -> Result<Reply, UpstreamError> {
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        buf.extend_from_slice(line.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        self.write(&buf, stage).await?;
+        self.read_reply(stage).await
+    }
+
+    /// Log in with the account's credential.
+    async fn login(&mut self, cfg: &UpstreamConfig) -> Result<(), AuthFailure> {
+        match &cfg.credential {
+            Credential::Password(src) => {
+                let pw = Credential::password(&cfg.account, src)
+                    .map_err(|e| AuthFailure::Error(e.into()))?;
+                let r = if self.caps.offers(Mechanism::Plain) {
+                    let ir = sasl::encode_response(&sasl::plain_encode("", &cfg.username, &pw));
+                    self.command(&format!("AUTH PLAIN {ir}"), "AUTH").await
+                } else if self.caps.offers(Mechanism::Login) {
+                    self.auth_login(&cfg.username, &pw).await
+                } else {
+                    return Err(AuthFailure::Error(UpstreamError::NoMechanism {
+                        target: self.target.clone(),
+                        offered: self.caps.auth.join(" "),
+                        needed: "PLAIN or LOGIN (app password)",
+                    }));
+                }
+                .map_err(AuthFailure::Error)?;
+                self.auth_outcome(cfg, r, "app password")
+                    .map_err(AuthFailure::Error)
+            }
+            Credential::Bearer(src) => {
+                let mech = if self.caps.offers(Mechanism::XOAuth2) {
+                    Mechanism::XOAuth2
+                } else if self.caps.offers(Mechanism::OAuthBearer) {
+                    Mechanism::OAuthBearer
+                } else {
+                    return Err(AuthFailure::Error(UpstreamError::NoMechanism {
+                        target: self.target.clone(),
+                        offered: self.caps.auth.join(" "),
+                        needed: "XOAUTH2 or OAUTHBEARER (OAuth2)",
+                    }));
+                };
+                let token = src
+                    .token()
+                    .await
+                    .map_err(|e| AuthFailure::Error(UpstreamError::Credential(e.into())))?;
+                let raw = match mech {
+                    Mechanism::XOAuth2 => sasl::xoauth2_encode(&cfg.username, &token.secret),
+                    _ => sasl::oauthbearer_encode(
+                        &cfg.username,
+                        &cfg.endpoint.host,
+                        cfg.endpoint.port,
+                        &token.secret,
+                    ),
+                };
+                let line = format!("AUTH {} {}", mech.as_str(), sasl::encode_response(&raw));
+                let mut r = self
+                    .command(&line, "AUTH")
+                    .await
+                    .map_err(AuthFailure::Error)?;
+                if r.code == 334 {
+                    // The error challenge: a base64 JSON status. Acknowledge it
+                    // so the server sends its final (failure) reply.
+                    let detail = r
+                        .lines
+                        .first()
+                        .and_then(|l| sasl::decode_response(l.trim().as_bytes()).ok())
+                        .and_then(|raw| sasl::bearer_error_decode(&raw));
+                    debug!(?detail, "bearer token refused with a challenge");
+                    let ack = sasl::encode_response(sasl::bearer_error_ack(mech));
+                    let ack = if ack == "=" { String::new() } else { ack };
+                    r = self
+                        .command(&ack, "AUTH")
+                        .await
+                        .map_err(AuthFailure::Error)?;
+                }
+                match self.auth_outcome(cfg, r, "access token") {
+                    Ok(()) => Ok(()),
+                    Err(e @ UpstreamError::AuthRejected { .. }) if !token.fresh => {
+                        Err(AuthFailure::CachedTokenRefused(token.secret, e))
+                    }
+                    Err(e) => Err(AuthFailure::Error(e)),
+                }
+            }
+        }
+    }
+
+    async fn auth_login(&mut self, user: &str, pw: &Secret) -> Result<Reply, UpstreamError> {
+        let r = self.command("AUTH LOGIN", "AUTH").await?;
+        if r.code != 334 {
+            return Ok(r);
+        }
+        let r = self
+            .command(&sasl::encode_response(user.as_bytes()), "AUTH")
+            .await?;
+        if r.code != 334 {
+            return Ok(r);
+        }
+        self.command(&sasl::encode_response(pw.expose().as_bytes()), "AUTH")
+            .await
+    }
+
+    fn auth_outcome(
+        &self,
+        cfg: &UpstreamConfig,
+        r: Reply,
+        what: &'static str,
+    ) -> Result<(), UpstreamError> {
+        match r.code {
+            235 => Ok(()),
+            c if (400..500).contains(&c) => Err(UpstreamError::AuthTemporary {
+                account: cfg.account.clone(),
+                reply: r,
+            }),
+            _ => Err(UpstreamError::AuthRejected {
+                account: cfg.account.clone(),
+                what,
+                reply: r,
+            }),
+        }
+    }
+
+    /// MAIL FROM with the parameters this upstream supports.
+    pub async fn mail(&mut self, from: &Path, params: &MailParams) -> Result<Reply, UpstreamError> {
+        self.command(&self.mail_line(from, params), "MAIL FROM")
+            .await
+    }
+
+    fn mail_line(&self, from: &Path, params: &MailParams) -> String {
+        let mut line = format!("MAIL FROM:{from}");
+        if let (Some(size), Some(_)) = (params.size, self.caps.size) {
+            line.push_str(&format!(" SIZE={size}"));
+        }
+        if params.body == Some(codec::Body::EightBitMime) && self.caps.eightbitmime {
+            line.push_str(" BODY=8BITMIME");
+        }
+        if params.smtputf8 && self.caps.smtputf8 {
+            line.push_str(" SMTPUTF8");
+        }
+        line
+    }
+
+    pub async fn rcpt(&mut self, to: &Path) -> Result<Reply, UpstreamError> {
+        self.command(&format!("RCPT TO:{to}"), "RCPT TO").await
+    }
+
+    /// DATA, the dot-stuffed message, and the final reply.
+    pub async fn data(&mut self, message: &[u8]) -> Result<Reply, UpstreamError> {
+        let r = self.command("DATA", "DATA").await?;
+        if r.code != 354 {
+            return Ok(r);
+        }
+        let mut stuffed = Vec::new();
+        codec::stuff(message, &mut stuffed);
+        self.write(&stuffed, "the message").await?;
+        drop(stuffed);
+        self.read_reply_within(DATA_END_TIMEOUT, "the end of the message")
+            .await
+    }
+
+    /// Replay a whole envelope (pipelined when the server allows): MAIL and
+    /// every RCPT; returns MAIL's reply and each RCPT's.
+    pub async fn envelope(
+        &mut self,
+        from: &Path,
+        params: &MailParams,
+        rcpts: &[Path],
+    ) -> Result<(Reply, Vec<Reply>), UpstreamError> {
+        if !self.caps.pipelining {
+            let m = self.mail(from, params).await?;
+            let mut rs = Vec::new();
+            if m.is_positive() {
+                for r in rcpts {
+                    rs.push(self.rcpt(r).await?);
+                }
+            }
+            return Ok((m, rs));
+        }
+        let mut buf = self.mail_line(from, params);
+        buf.push_str("\r\n");
+        for r in rcpts {
+            buf.push_str(&format!("RCPT TO:{r}\r\n"));
+        }
+        self.write(buf.as_bytes(), "MAIL FROM").await?;
+        let m = self.read_reply("MAIL FROM").await?;
+        let mut rs = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            rs.push(self.read_reply("RCPT TO").await?);
+        }
+        if !m.is_positive() {
+            rs.clear();
+        }
+        Ok((m, rs))
+    }
+
+    pub async fn rset(&mut self) -> Result<bool, UpstreamError> {
+        Ok(self.command("RSET", "RSET").await?.code == 250)
+    }
+
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.command("QUIT", "QUIT")).await;
+    }
+
+    /// Mark that a transaction was abandoned on this connection.
+    pub fn set_dirty(&mut self) {
+        self.dirty = true;
+    }
+}
+
+async fn tls_connect(
+    cfg: &UpstreamConfig,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let target = cfg.target();
+    let host = cfg
+        .endpoint
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = ServerName::try_from(host).map_err(|_| UpstreamError::Tls {
+        target: target.clone(),
+        reason: "the host is not a valid TLS server name".into(),
+        tls: cfg.endpoint.tls,
+    })?;
+    let connector = TlsConnector::from(cfg.tls.clone());
+    match tokio::time::timeout(cfg.timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(UpstreamError::Tls {
+            target,
+            reason: e.to_string(),
+            tls: cfg.endpoint.tls,
+        }),
+        Err(_) => Err(UpstreamError::Tls {
+            target,
+            reason: "handshake timed out (the server may expect plaintext first: STARTTLS)".into(),
+            tls: cfg.endpoint.tls,
+        }),
+    }
+}
+
+/// One account's relay: configuration plus warm authenticated connections.
+pub struct AccountRelay {
+    pub cfg: UpstreamConfig,
+    warm: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for AccountRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRelay")
+            .field("account", &self.cfg.account)
+            .finish()
+    }
+}
+
+impl AccountRelay {
+    pub fn new(cfg: UpstreamConfig) -> AccountRelay {
+        AccountRelay {
+            cfg,
+            warm: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Build from an account's config (None when it has no SMTP server or
+    /// no usable credential source).
+    pub fn from_account(
+        a: &Account,
+        ehlo_name: &str,
+        timeout: Duration,
+    ) -> Result<Option<AccountRelay>, crate::tls::TlsError> {
+        let Some(smtp) = &a.smtp else { return Ok(None) };
+        let Some(credential) = Credential::for_account(a) else {
+            return Ok(None);
+        };
+        let tls = crate::tls::client_config(a.ca_file.as_deref())?;
+        Ok(Some(AccountRelay::new(UpstreamConfig {
+            account: a.name.clone(),
+            email: a.email.clone(),
+            endpoint: smtp.endpoint.clone(),
+            username: smtp.username.clone(),
+            credential,
+            tls,
+            ehlo_name: ehlo_name.to_owned(),
+            timeout,
+        })))
+    }
+
+    /// A fresh, authenticated connection. A cached token that the server
+    /// refuses is dropped, a new one fetched, and the login tried once more.
+    pub async fn connect(&self) -> Result<Connection, UpstreamError> {
+        let mut retried = false;
+        loop {
+            let mut c = Connection::open(&self.cfg).await?;
+            match c.login(&self.cfg).await {
+                Ok(()) => {
+                    debug!(account = %self.cfg.account, upstream = %self.cfg.target(), "upstream login ok");
+                    return Ok(c);
+                }
+                Err(AuthFailure::CachedTokenRefused(token, e)) if !retried => {
+                    info!(account = %self.cfg.account, "upstream refused the cached token; fetching a new one");
+                    if let Credential::Bearer(src) = &self.cfg.credential {
+                        src.invalidate(&token).await;
+                    }
+                    retried = true;
+                    drop(e);
+                    c.quit().await;
+                }
+                Err(AuthFailure::CachedTokenRefused(_, e)) | Err(AuthFailure::Error(e)) => {
+                    c.quit().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// A warm connection if a healthy one is kept, else a new one.
+    /// `reused` tells the caller whether a failure could be a stale socket.
+    pub async fn checkout(&self) -> Result<(Connection, bool), UpstreamError> {
+        loop {
+            let candidate = {
+                let mut warm = self.warm.lock().expect("warm pool lock");
+                warm.retain(|c| c.last_used.elapsed() < WARM_IDLE);
+                warm.pop()
+            };
+            let Some(mut c) = candidate else { break };
+            if c.dirty || c.last_used.elapsed() > HEALTH_CHECK_AFTER {
+                match c.rset().await {
+                    Ok(true) => c.dirty = false,
+                    _ => continue,
+                }
+            }
+            return Ok((c, true));
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    /// Return a connection after a finished transaction.
+    pub fn checkin(&self, c: Connection) {
+        let mut warm = self.warm.lock().expect("warm pool lock");
+        if warm.len() < WARM_MAX {
+            warm.push(c);
+        }
+    }
+
+    /// Warm connections kept now.
+    pub fn warm_count(&self) -> usize {
+        self.warm.lock().expect("warm pool lock").len()
+    }
+}
+
+/// A transaction open on an account's connection.
+pub struct RelayTransaction {
+    relay: Arc<AccountRelay>,
+    conn: Option<Connection>,
+    from: Path,
+}
+
+impl std::fmt::Debug for RelayTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayTransaction")
+            .field("account", &self.relay.cfg.account)
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl RelayTransaction {
+    /// MAIL FROM on a (warm or new) connection. A reused connection that
+    /// turns out dead is replaced once, transparently.
+    pub async fn open(
+        relay: Arc<AccountRelay>,
+        from: &Path,
+        params: &MailParams,
+    ) -> Result<(RelayTransaction, Reply), Reply> {
+        let cfg = &relay.cfg;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut conn, reused) = match relay.checkout().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(account = %cfg.account, error = %e, hint = e.hint().as_deref().unwrap_or(""), "upstream unavailable");
+                    return Err(e.reply());
+                }
+            };
+            if params.smtputf8 && !conn.caps.smtputf8 {
+                relay.checkin(conn);
+                return Err(Reply::new(
+                    553,
+                    "5.6.7",
+                    format!(
+                        "The server of account {} does not support SMTPUTF8 addresses",
+                        cfg.account
+                    ),
+                ));
+            }
+            match conn.mail(from, params).await {
+                Ok(r) if r.is_positive() => {
+                    let reply = relay_reply(&cfg.account, &cfg.email, "MAIL", &r);
+                    return Ok((
+                        RelayTransaction {
+                            relay: relay.clone(),
+                            conn: Some(conn),
+                            from: from.clone(),
+                        },
+                        reply,
+                    ));
+                }
+                Ok(r) => {
+                    info!(account = %cfg.account, reply = %r, "upstream refused MAIL FROM");
+                    relay.checkin(conn);
+                    return Err(relay_reply(&cfg.account, &cfg.email, "MAIL", &r));
+                }
+                Err(e) if reused && attempt == 1 => {
+                    debug!(account = %cfg.account, error = %e, "warm connection was stale; reconnecting");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(account = %cfg.account, error = %e, "upstream failed at MAIL FROM");
+                    return Err(e.reply());
+                }
+            }
+        }
+    }
+
+    pub fn account(&self) -> &str {
+        &self.relay.cfg.account
+    }
+
+    fn lost(&self) -> Reply {
+        Reply::new(
+            451,
+            "4.4.2",
+            format!(
+                "Connection to the server of account {} was lost; start the transaction again",
+                self.relay.cfg.account
+            ),
+        )
+    }
+
+    pub async fn rcpt(&mut self, to: &Path) -> Reply {
+        let Some(conn) = self.conn.as_mut() else {
+            return self.lost();
+        };
+        match conn.rcpt(to).await {
+            Ok(r) => relay_reply(&self.relay.cfg.account, &self.relay.cfg.email, "RCPT", &r),
+            Err(e) => {
+                warn!(account = %self.relay.cfg.account, error = %e, "upstream failed at RCPT TO");
+                self.conn = None;
+                e.reply()
+            }
+        }
+    }
+
+    /// Submit the message; the connection goes back to the warm pool when
+    /// the exchange completed (whatever the verdict).
+    pub async fn data(mut self, message: &[u8]) -> Reply {
+        let Some(mut conn) = self.conn.take() else {
+            return self.lost();
+        };
+        let account = self.relay.cfg.account.clone();
+        match conn.data(message).await {
+            Ok(r) => {
+                info!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
+                self.relay.checkin(conn);
+                relay_reply(&account, &self.relay.cfg.email, "DATA", &r)
+            }
+            Err(e) => {
+                // The message may or may not have arrived: never claim it did.
+                warn!(account = %account, error = %e, "upstream failed during DATA; not accepted");
+                e.reply()
+            }
+        }
+    }
+
+    /// The client abandoned the transaction: keep the connection for reuse;
+    /// it gets an RSET before the next transaction.
+    pub fn abort(mut self) {
+        if let Some(mut c) = self.conn.take() {
+            c.set_dirty();
+            self.relay.checkin(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(code: u16, text: &str) -> Reply {
+        Reply::plain(code, vec![text.to_owned()])
+    }
+
+    #[test]
+    fn verdicts() {
+        let cases = [
+            (r(250, "2.0.0 OK"), Verdict::Accepted),
+            (
+                r(550, "5.4.5 Daily user sending limit exceeded."),
+                Verdict::Quota,
+            ),
+            (
+                r(
+                    554,
+                    "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+                ),
+                Verdict::Quota,
+            ),
+            (r(550, "5.7.1 Relaying denied"), Verdict::SenderDenied),
+            (
+                r(
+                    550,
+                    "5.7.60 SMTP; Client does not have permissions to send as this sender",
+                ),
+                Verdict::SenderDenied,
+            ),
+            (
+                r(421, "4.7.0 Try again later, closing connection"),
+                Verdict::Throttled,
+            ),
+            (
+                r(
+                    432,
+                    "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+                ),
+                Verdict::Throttled,
+            ),
+            (r(454, "4.7.0 Too many login attempts"), Verdict::Throttled),
+            (
+                r(451, "4.3.0 Mail server temporarily rejected message"),
+                Verdict::Transient,
+            ),
+            (r(550, "5.1.1 No such user"), Verdict::Permanent),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(classify(&reply), want, "{reply}");
+        }
+    }
+
+    #[test]
+    fn relay_replies_name_the_account() {
+        let x = relay_reply(
+            "alice",
+            "alice@gmail.com",
+            "RCPT",
+            &r(550, "5.1.1 No such user"),
+        );
+        assert_eq!(x.to_bytes(), b"550 5.1.1 No such user (account alice)\r\n");
+        let x = relay_reply("alice", "a@x", "MAIL", &r(250, "OK"));
+        assert_eq!(x.to_bytes(), b"250 2.1.0 OK (account alice)\r\n");
+        let x = relay_reply(
+            "alice",
+            "a@x",
+            "DATA",
+            &r(550, "5.4.5 Daily user sending limit exceeded"),
+        );
+        assert_eq!(x.code, 451);
+        assert_eq!(x.enhanced(), Some("4.4.5"));
+        assert!(x
+            .text()
+            .contains("Daily sending quota of account alice reached"));
+        let x = relay_reply("alice", "a@x", "MAIL", &r(550, "5.7.60 SendAsDenied"));
+        assert!(x.text().contains("may not send as this From"));
+        // Never pass an odd code through as if it were a verdict.
+        assert_eq!(relay_reply("a", "a@x", "DATA", &r(354, "go")).code, 451);
+    }
+
+    #[test]
+    fn capabilities() {
+        let ehlo = Reply::plain(
+            250,
+            vec![
+                "smtp.example Hello".into(),
+                "SIZE 35882577".into(),
+                "8BITMIME".into(),
+                "STARTTLS".into(),
+                "AUTH LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "PIPELINING".into(),
+                "SMTPUTF8".into(),
+            ],
+        );
+        let c = Capabilities::parse(&ehlo);
+        assert!(c.starttls && c.pipelining && c.eightbitmime && c.smtputf8);
+        assert_eq!(c.size, Some(35882577));
+        assert!(
+            c.offers(Mechanism::XOAuth2)
+                && c.offers(Mechanism::OAuthBearer)
+                && c.offers(Mechanism::Plain)
+        );
+    }
+}
