@@ -230,6 +230,8 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     /// Connect, greeting and per-command timeout towards upstream servers.
     pub upstream_timeout: Duration,
+    /// How long an idle authenticated upstream connection is kept for reuse.
+    pub upstream_keepalive: Duration,
 }
 
 impl Default for Limits {
@@ -245,6 +247,7 @@ impl Default for Limits {
             auth_backoff_max: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(30),
+            upstream_keepalive: Duration::from_secs(60),
         }
     }
 }
@@ -369,6 +372,8 @@ struct RawLimits {
     shutdown_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     upstream_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    upstream_keepalive: Option<Duration>,
 }
 
 /// Durations are written as humantime strings: "90s", "5m", "1h 30m".
@@ -647,6 +652,9 @@ impl Config {
                     return Err(c.err("limits.upstream_timeout", "must be more than 0"));
                 }
                 d.upstream_timeout = v;
+            }
+            if let Some(v) = l.upstream_keepalive {
+                d.upstream_keepalive = v;
             }
             if d.idle_timeout.is_zero() {
                 return Err(c.err("limits.idle_timeout", "must be more than 0"));

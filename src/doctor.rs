@@ -118,7 +118,11 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
             out.note(&format!("note: {h}"));
         }
     }
-    let relay = match AccountRelay::from_account(a, &config.hostname, STEP_TIMEOUT) {
+    let limits = crate::config::Limits {
+        upstream_timeout: STEP_TIMEOUT,
+        ..config.limits.clone()
+    };
+    let relay = match AccountRelay::from_account(a, &config.hostname, &limits) {
         Ok(Some(r)) => r,
         Ok(None) => {
             if a.smtp.is_none() {

@@ -59,7 +59,7 @@ impl Router {
         let mut accounts = BTreeMap::new();
         for a in config.accounts.values() {
             if let Some(relay) =
-                AccountRelay::from_account(a, &config.hostname, config.limits.upstream_timeout)?
+                AccountRelay::from_account(a, &config.hostname, &config.limits)?
             {
                 accounts.insert(a.name.clone(), Arc::new(relay));
             }

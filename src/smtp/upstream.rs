@@ -27,8 +27,6 @@ use crate::smtp::codec::{self, MailParams, Path, Reply, ReplyParse};
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 /// Warm connections kept per account.
 const WARM_MAX: usize = 4;
-/// A warm connection unused for longer than this is closed.
-const WARM_IDLE: Duration = Duration::from_secs(60);
 /// A connection idle for longer than this gets a health check before reuse.
 const HEALTH_CHECK_AFTER: Duration = Duration::from_secs(5);
 
@@ -44,6 +42,8 @@ pub struct UpstreamConfig {
     /// Our name in EHLO.
     pub ehlo_name: String,
     pub timeout: Duration,
+    /// How long an idle warm connection is kept.
+    pub keepalive: Duration,
 }
 
 impl UpstreamConfig {
@@ -801,7 +801,7 @@ impl AccountRelay {
     pub fn from_account(
         a: &Account,
         ehlo_name: &str,
-        timeout: Duration,
+        limits: &crate::config::Limits,
     ) -> Result<Option<AccountRelay>, crate::tls::TlsError> {
         let Some(smtp) = &a.smtp else { return Ok(None) };
         let Some(credential) = Credential::for_account(a) else {
@@ -816,7 +816,8 @@ impl AccountRelay {
             credential,
             tls,
             ehlo_name: ehlo_name.to_owned(),
-            timeout,
+            timeout: limits.upstream_timeout,
+            keepalive: limits.upstream_keepalive,
         })))
     }
 
@@ -854,7 +855,8 @@ impl AccountRelay {
         loop {
             let candidate = {
                 let mut warm = self.warm.lock().expect("warm pool lock");
-                warm.retain(|c| c.last_used.elapsed() < WARM_IDLE);
+                let keep = self.cfg.keepalive;
+                warm.retain(|c| c.last_used.elapsed() < keep);
                 warm.pop()
             };
             let Some(mut c) = candidate else { break };
@@ -872,7 +874,7 @@ impl AccountRelay {
     /// Return a connection after a finished transaction.
     pub fn checkin(&self, c: Connection) {
         let mut warm = self.warm.lock().expect("warm pool lock");
-        if warm.len() < WARM_MAX {
+        if warm.len() < WARM_MAX && !self.cfg.keepalive.is_zero() {
             warm.push(c);
         }
     }

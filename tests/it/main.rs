@@ -6,3 +6,4 @@ mod fake_smtp;
 mod harness;
 mod local_smtp;
 mod providers;
+mod relay;
