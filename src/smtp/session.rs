@@ -805,3 +805,95 @@ where
     debug!(?end, "session ended");
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Capture;
+    use crate::config::Config;
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
+
+    fn context(dir: &std::path::Path) -> Arc<SmtpContext> {
+        let toml = format!(
+            "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\nsend_via = \"capture\"\n"
+        );
+        let config = Config::from_str(&toml, &dir.join("p.toml")).unwrap();
+        let capture = Arc::new(Capture::open(&dir.join("capture")).unwrap());
+        let tls = crate::tls::server_config(None, dir).unwrap();
+        Arc::new(SmtpContext {
+            hostname: "test".into(),
+            limits: config.limits.clone(),
+            users: Arc::new(Users::new(&config.users, &config.limits)),
+            router: Arc::new(Router::new(&config, capture).unwrap()),
+            tls_mode: TlsMode::Starttls,
+            acceptor: Some(TlsAcceptor::from(tls)),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    async fn reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            assert!(!line.is_empty(), "closed; got {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// On a non-loopback listener, AUTH needs TLS first (538 5.7.11), and
+    /// commands pipelined behind STARTTLS in plaintext are never executed.
+    #[tokio::test]
+    async fn non_loopback_requires_tls_and_ignores_injection() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer: SocketAddr = "192.0.2.5:40000".parse().unwrap();
+        let local: SocketAddr = "192.0.2.1:587".parse().unwrap();
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), peer, local));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut rd = BufReader::new(rd);
+        assert!(reply(&mut rd).await.starts_with("220 "));
+        wr.write_all(b"EHLO c\r\n").await.unwrap();
+        let ehlo = reply(&mut rd).await;
+        assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        assert!(reply(&mut rd).await.starts_with("538 5.7.11"));
+        wr.write_all(b"MAIL FROM:<a@b.example>\r\n").await.unwrap();
+        assert!(reply(&mut rd).await.starts_with("530 5.7.0"));
+        // CVE-2011-0411: the injected RSET/QUIT must be thrown away.
+        wr.write_all(b"STARTTLS\r\nQUIT\r\n").await.unwrap();
+        assert!(reply(&mut rd).await.starts_with("220 2.0.0"));
+        let client = rd.into_inner().unsplit(wr);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect("localhost".try_into().unwrap(), client)
+            .await
+            .unwrap();
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = BufReader::new(rd);
+        wr.write_all(b"EHLO c\r\n").await.unwrap();
+        let ehlo = reply(&mut rd).await;
+        assert!(ehlo.starts_with("250-test Hello"), "the injected QUIT was answered: {ehlo}");
+        assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        assert!(reply(&mut rd).await.starts_with("235 2.7.0"));
+        wr.write_all(b"QUIT\r\n").await.unwrap();
+        assert!(reply(&mut rd).await.starts_with("221"));
+        assert_eq!(task.await.unwrap(), End::Quit);
+    }
+}
