@@ -10,6 +10,7 @@ pub mod auth;
 pub mod capture;
 pub mod config;
 pub mod doctor;
+pub mod imap;
 pub mod io;
 pub mod providers;
 pub mod route;

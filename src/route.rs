@@ -38,7 +38,7 @@ pub enum Transaction {
         from: Path,
         rcpts: Vec<Path>,
     },
-    Relay(RelayTransaction),
+    Relay(Box<RelayTransaction>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,7 @@ impl Route {
             )),
             Route::Account(relay) => {
                 let (tx, reply) = RelayTransaction::open(relay.clone(), from, params).await?;
-                Ok((Transaction::Relay(tx), reply))
+                Ok((Transaction::Relay(Box::new(tx)), reply))
             }
         }
     }

@@ -1,0 +1,3 @@
+//! IMAP: the sans-I/O codec and the pre-auth proxy.
+
+pub mod codec;
