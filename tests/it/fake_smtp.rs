@@ -427,6 +427,16 @@ impl FakeSmtp {
     }
 }
 
+impl FakeSmtp {
+    /// Close every open connection (as a server does to idle clients), but
+    /// keep accepting new ones.
+    pub fn close_connections(&self) {
+        for s in lock(&self.shared.live).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 impl Drop for FakeSmtp {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);

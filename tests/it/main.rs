@@ -7,3 +7,4 @@ mod harness;
 mod local_smtp;
 mod providers;
 mod relay;
+mod relay_failures;
