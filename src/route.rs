@@ -58,9 +58,7 @@ impl Router {
     pub fn new(config: &Config, capture: Arc<Capture>) -> Result<Router, RouterError> {
         let mut accounts = BTreeMap::new();
         for a in config.accounts.values() {
-            if let Some(relay) =
-                AccountRelay::from_account(a, &config.hostname, &config.limits)?
-            {
+            if let Some(relay) = AccountRelay::from_account(a, &config.hostname, &config.limits)? {
                 accounts.insert(a.name.clone(), Arc::new(relay));
             }
         }

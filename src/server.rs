@@ -3,9 +3,11 @@
 //! per connection inside a span. Nothing imports this module but `main` and
 //! tests.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -15,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
+use crate::auth::credentials::Credential;
 use crate::auth::users::Users;
 use crate::capture::Capture;
 use crate::config::Config;
+use crate::imap::proxy::{self, ImapContext};
+use crate::imap::upstream::ImapAccount;
 use crate::io::MaybeTls;
 use crate::providers::TlsMode;
 use crate::route::Router;
@@ -45,18 +50,42 @@ pub enum ServerError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Smtp,
+    Imap,
 }
 
 impl Proto {
     fn as_str(self) -> &'static str {
         match self {
             Proto::Smtp => "smtp",
+            Proto::Imap => "imap",
+        }
+    }
+}
+
+/// The shared state of one listener's sessions.
+#[derive(Clone)]
+enum Service {
+    Smtp(Arc<SmtpContext>),
+    Imap(Arc<ImapContext>),
+}
+
+impl Service {
+    fn proto(&self) -> Proto {
+        match self {
+            Service::Smtp(_) => Proto::Smtp,
+            Service::Imap(_) => Proto::Imap,
+        }
+    }
+    fn tls(&self) -> (TlsMode, Option<&TlsAcceptor>, Duration) {
+        match self {
+            Service::Smtp(c) => (c.tls_mode, c.acceptor.as_ref(), c.limits.idle_timeout),
+            Service::Imap(c) => (c.tls_mode, c.acceptor.as_ref(), c.limits.idle_timeout),
         }
     }
 }
 
 struct Bound {
-    proto: Proto,
+    service: Service,
     listener: TcpListener,
     addr: SocketAddr,
 }
@@ -64,10 +93,44 @@ struct Bound {
 /// A server with its sockets bound, ready to run.
 pub struct Server {
     listeners: Vec<Bound>,
-    smtp: Arc<SmtpContext>,
     max_connections: usize,
     shutdown: CancellationToken,
-    shutdown_timeout: std::time::Duration,
+    shutdown_timeout: Duration,
+}
+
+async fn bind_all(
+    addrs: &[SocketAddr],
+    service: &Service,
+    out: &mut Vec<Bound>,
+) -> Result<(), ServerError> {
+    let total = addrs.len();
+    for addr in addrs {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            // A machine without IPv6 cannot bind [::1]: carry on with the
+            // other addresses rather than refuse to start.
+            Err(e) if total > 1 && addr.is_ipv6() && ipv6_missing(&e) => {
+                warn!(addr = %addr, error = %e, "IPv6 loopback not available; skipping this address");
+                continue;
+            }
+            Err(source) => {
+                return Err(ServerError::Bind {
+                    addr: *addr,
+                    source,
+                })
+            }
+        };
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        out.push(Bound {
+            service: service.clone(),
+            listener,
+            addr,
+        });
+    }
+    Ok(())
 }
 
 impl Server {
@@ -95,46 +158,46 @@ impl Server {
         })?;
         let users = Arc::new(Users::new(&config.users, &config.limits));
         let router = Arc::new(Router::new(config, Arc::new(capture))?);
-        let smtp = Arc::new(SmtpContext {
+        let mut listeners = Vec::new();
+
+        let smtp = Service::Smtp(Arc::new(SmtpContext {
             hostname: config.hostname.clone(),
             limits: config.limits.clone(),
-            users,
-            router,
+            users: users.clone(),
+            router: router.clone(),
             tls_mode: config.smtp.tls,
-            acceptor,
+            acceptor: acceptor.clone(),
             shutdown: shutdown.clone(),
-        });
-        let mut listeners = Vec::new();
-        let total = config.smtp.listen.len();
-        for addr in &config.smtp.listen {
-            let listener = match TcpListener::bind(addr).await {
-                Ok(l) => l,
-                // A machine without IPv6 cannot bind [::1]: carry on with the
-                // other addresses rather than refuse to start.
-                Err(e) if total > 1 && addr.is_ipv6() && ipv6_missing(&e) => {
-                    warn!(addr = %addr, error = %e, "IPv6 loopback not available; skipping this address");
-                    continue;
+        }));
+        bind_all(&config.smtp.listen, &smtp, &mut listeners).await?;
+
+        if let Some(imap) = &config.imap {
+            let mut accounts = BTreeMap::new();
+            for a in config.accounts.values() {
+                // Share the SMTP side's credential (and its token cache).
+                let cred = router
+                    .account(&a.name)
+                    .map(|r| r.cfg.credential.clone())
+                    .or_else(|| Credential::for_account(a));
+                if let Some(acct) =
+                    ImapAccount::from_account(a, cred, config.limits.upstream_timeout)?
+                {
+                    accounts.insert(a.name.clone(), Arc::new(acct));
                 }
-                Err(source) => {
-                    return Err(ServerError::Bind {
-                        addr: *addr,
-                        source,
-                    })
-                }
-            };
-            let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            listeners.push(Bound {
-                proto: Proto::Smtp,
-                listener,
-                addr,
-            });
+            }
+            let service = Service::Imap(Arc::new(ImapContext {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users,
+                accounts,
+                tls_mode: imap.tls,
+                acceptor,
+                shutdown: shutdown.clone(),
+            }));
+            bind_all(&imap.listen, &service, &mut listeners).await?;
         }
         Ok(Server {
             listeners,
-            smtp,
             max_connections: config.limits.max_connections,
             shutdown,
             shutdown_timeout: config.limits.shutdown_timeout,
@@ -143,7 +206,10 @@ impl Server {
 
     /// The bound addresses (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(Proto, SocketAddr)> {
-        self.listeners.iter().map(|b| (b.proto, b.addr)).collect()
+        self.listeners
+            .iter()
+            .map(|b| (b.service.proto(), b.addr))
+            .collect()
     }
 
     /// Accept until shutdown is requested, then give sessions in flight up to
@@ -153,13 +219,14 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
         for b in self.listeners {
-            info!(proto = b.proto.as_str(), addr = %b.addr, tls = %self.smtp.tls_mode, "listening");
-            let ctx = self.smtp.clone();
-            let shutdown = self.shutdown.clone();
-            let tracker2 = tracker.clone();
-            let slots = slots.clone();
-            let ids = ids.clone();
-            tracker.spawn(accept_loop(b, ctx, shutdown, tracker2, slots, ids));
+            info!(proto = b.service.proto().as_str(), addr = %b.addr, tls = %b.service.tls().0, "listening");
+            tracker.spawn(accept_loop(
+                b,
+                self.shutdown.clone(),
+                tracker.clone(),
+                slots.clone(),
+                ids.clone(),
+            ));
         }
         self.shutdown.cancelled().await;
         info!(
@@ -182,12 +249,12 @@ impl Server {
 
 async fn accept_loop(
     b: Bound,
-    ctx: Arc<SmtpContext>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
     ids: Arc<AtomicU64>,
 ) {
+    let proto = b.service.proto();
     loop {
         let accepted = tokio::select! {
             r = b.listener.accept() => r,
@@ -198,45 +265,41 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", session = id, proto = b.proto.as_str(), %peer, user = tracing::field::Empty);
+        let span = tracing::info_span!("conn", session = id, proto = proto.as_str(), %peer, user = tracing::field::Empty);
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 tracker.spawn(
                     async move {
                         warn!("too many connections; refusing");
-                        refuse(stream, b.proto).await;
+                        refuse(stream, proto).await;
                     }
                     .instrument(span),
                 );
                 continue;
             }
         };
-        let ctx = ctx.clone();
+        let service = b.service.clone();
         let local = b.addr;
         tracker.spawn(
             async move {
                 let _permit = permit;
-                match b.proto {
-                    Proto::Smtp => {
-                        let stream = match wrap(
-                            stream,
-                            ctx.tls_mode,
-                            ctx.acceptor.as_ref(),
-                            ctx.limits.idle_timeout,
-                        )
-                        .await
-                        {
-                            Some(s) => s,
-                            None => return,
-                        };
+                let (mode, acceptor, timeout) = service.tls();
+                let Some(stream) = wrap(stream, mode, acceptor, timeout).await else {
+                    return;
+                };
+                match service {
+                    Service::Smtp(ctx) => {
                         session::serve(ctx, stream, peer, local).await;
+                    }
+                    Service::Imap(ctx) => {
+                        proxy::serve(ctx, stream, peer, local).await;
                     }
                 }
             }
@@ -256,7 +319,7 @@ async fn wrap(
     stream: TcpStream,
     mode: TlsMode,
     acceptor: Option<&TlsAcceptor>,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Option<MaybeTls<TcpStream>> {
     match (mode, acceptor) {
         (TlsMode::Implicit, Some(a)) => match tokio::time::timeout(timeout, a.accept(stream)).await
@@ -275,6 +338,7 @@ async fn wrap(
 async fn refuse(mut stream: TcpStream, proto: Proto) {
     let msg: &[u8] = match proto {
         Proto::Smtp => b"421 4.7.0 Too many connections, try again later\r\n",
+        Proto::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.write_all(msg)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg)).await;
 }

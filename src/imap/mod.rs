@@ -1,3 +1,5 @@
-//! IMAP: the sans-I/O codec and the pre-auth proxy.
+//! IMAP: the sans-I/O codec, the upstream client and the proxy.
 
 pub mod codec;
+pub mod proxy;
+pub mod upstream;

@@ -862,8 +862,13 @@ mod tests {
         assert!(reply(&mut rd).await.starts_with("220 "));
         wr.write_all(b"EHLO c\r\n").await.unwrap();
         let ehlo = reply(&mut rd).await;
-        assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
-        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        assert!(
+            ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+            "{ehlo}"
+        );
+        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n")
+            .await
+            .unwrap();
         assert!(reply(&mut rd).await.starts_with("538 5.7.11"));
         wr.write_all(b"MAIL FROM:<a@b.example>\r\n").await.unwrap();
         assert!(reply(&mut rd).await.starts_with("530 5.7.0"));
@@ -872,14 +877,19 @@ mod tests {
         assert!(reply(&mut rd).await.starts_with("220 2.0.0"));
         let client = rd.into_inner().unsplit(wr);
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem")).unwrap() {
+        for c in
+            rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem"))
+                .unwrap()
+        {
             roots.add(c.unwrap()).unwrap();
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect("localhost".try_into().unwrap(), client)
             .await
@@ -888,9 +898,17 @@ mod tests {
         let mut rd = BufReader::new(rd);
         wr.write_all(b"EHLO c\r\n").await.unwrap();
         let ehlo = reply(&mut rd).await;
-        assert!(ehlo.starts_with("250-test Hello"), "the injected QUIT was answered: {ehlo}");
-        assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
-        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        assert!(
+            ehlo.starts_with("250-test Hello"),
+            "the injected QUIT was answered: {ehlo}"
+        );
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
+        wr.write_all(b"AUTH PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n")
+            .await
+            .unwrap();
         assert!(reply(&mut rd).await.starts_with("235 2.7.0"));
         wr.write_all(b"QUIT\r\n").await.unwrap();
         assert!(reply(&mut rd).await.starts_with("221"));

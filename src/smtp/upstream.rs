@@ -9,19 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
-use crate::auth::credentials::{Credential, CredentialError};
+use crate::auth::credentials::Credential;
 use crate::config::{Account, Endpoint};
 use crate::io::{ClientStream, MaybeTls};
 use crate::providers::TlsMode;
 use crate::sasl::{self, Mechanism};
 use crate::secret::Secret;
 use crate::smtp::codec::{self, MailParams, Path, Reply, ReplyParse};
+pub use crate::upstream::UpstreamError;
 
 /// RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
@@ -49,141 +48,6 @@ pub struct UpstreamConfig {
 impl UpstreamConfig {
     pub fn target(&self) -> String {
         format!("{}:{}", self.endpoint.host, self.endpoint.port)
-    }
-}
-
-/// Why talking to the upstream failed. Each maps to one client reply.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot resolve {target}: {reason}")]
-    Resolve { target: String, reason: String },
-    #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
-    #[error("connecting to {target} timed out")]
-    ConnectTimeout { target: String },
-    #[error("{target} sent no greeting within {secs} s")]
-    NoGreeting {
-        target: String,
-        secs: u64,
-        tls: TlsMode,
-    },
-    #[error("{target} refused the connection: {reply}")]
-    Greeting { target: String, reply: Reply },
-    #[error("TLS handshake with {target} failed: {reason}")]
-    Tls {
-        target: String,
-        reason: String,
-        tls: TlsMode,
-    },
-    #[error("{target} does not offer STARTTLS")]
-    NoStartTls { target: String },
-    #[error("{target} offers no usable AUTH mechanism (offered: {offered}; needed: {needed})")]
-    NoMechanism {
-        target: String,
-        offered: String,
-        needed: &'static str,
-    },
-    #[error("upstream rejected the {what} of account {account}: {reply}")]
-    AuthRejected {
-        account: String,
-        what: &'static str,
-        reply: Reply,
-    },
-    #[error("upstream could not check the login of account {account} right now: {reply}")]
-    AuthTemporary { account: String, reply: Reply },
-    #[error(transparent)]
-    Credential(#[from] CredentialError),
-    #[error("{target} broke the protocol: {what}")]
-    Protocol { target: String, what: String },
-    #[error("connection to {target} lost: {reason}")]
-    Io { target: String, reason: String },
-    #[error("{target} did not answer {stage} within {secs} s")]
-    Timeout {
-        target: String,
-        stage: &'static str,
-        secs: u64,
-    },
-}
-
-impl UpstreamError {
-    /// Whether the same thing may work later without a change of config.
-    pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            UpstreamError::NoStartTls { .. }
-                | UpstreamError::NoMechanism { .. }
-                | UpstreamError::Tls { .. }
-        )
-    }
-
-    /// What the user should do about it (for replies, logs and `doctor`).
-    pub fn hint(&self) -> Option<String> {
-        Some(match self {
-            UpstreamError::Resolve { .. } => "check the host name and this machine's DNS".into(),
-            UpstreamError::Connect { target, .. } | UpstreamError::ConnectTimeout { target } => format!(
-                "{target} cannot be reached: the port is probably blocked by a firewall or the ISP; try 587 (STARTTLS) or 465 (implicit TLS)"
-            ),
-            UpstreamError::NoGreeting { target, tls, .. } => match tls {
-                TlsMode::Starttls | TlsMode::None => format!(
-                    "{target} may expect TLS from the first byte (ports 465/993): set tls = \"implicit\""
-                ),
-                TlsMode::Implicit => "the server accepted TLS but stayed silent; check the port".into(),
-            },
-            UpstreamError::Tls { target, reason, tls } => {
-                if reason.contains("corrupt message") || reason.contains("InvalidContentType") || reason.contains("invalid") && reason.contains("message") {
-                    format!(
-                        "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
-                    )
-                } else if reason.contains("certificate") || reason.contains("UnknownIssuer") || reason.contains("NotValidForName") {
-                    format!(
-                        "the certificate of {target} is not valid for that name or not trusted: check the host name, or add its CA with ca_file"
-                    )
-                } else if reason.contains("version") || reason.contains("ProtocolVersion") {
-                    "the server offers only TLS older than 1.2, which Postern refuses".into()
-                } else if *tls == TlsMode::Implicit {
-                    format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
-                } else {
-                    format!("TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)")
-                }
-            }
-            UpstreamError::NoStartTls { target } => format!(
-                "{target} does not offer STARTTLS, so the credentials would travel in plaintext; use the provider's implicit-TLS port (465) with tls = \"implicit\""
-            ),
-            UpstreamError::NoMechanism { needed, .. } => {
-                format!("the server does not accept {needed}; check auth = … for this account")
-            }
-            UpstreamError::AuthRejected { account, what, .. } => {
-                if *what == "access token" {
-                    format!("the token was refused: renew consent with `postern auth {account}` or check token_command")
-                } else {
-                    "the provider wants an app password (with 2-step verification) or OAuth, not the account password; Google Workspace and Microsoft accept OAuth only".to_string()
-                }
-            }
-            UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
-            UpstreamError::Credential(CredentialError::Token(t)) if !t.is_transient() => t.to_string(),
-            UpstreamError::Credential(_) => "set the password variable or file named in the account".into(),
-            _ => return None,
-        })
-    }
-
-    /// The reply a local client gets for this failure.
-    pub fn reply(&self) -> Reply {
-        let text = match self.hint() {
-            Some(h) => format!("{self}. Fix: {h}"),
-            None => self.to_string(),
-        };
-        match self {
-            UpstreamError::AuthRejected { .. }
-            | UpstreamError::AuthTemporary { .. }
-            | UpstreamError::Credential(_) => Reply::new(454, "4.7.0", text),
-            UpstreamError::Tls { .. }
-            | UpstreamError::NoStartTls { .. }
-            | UpstreamError::NoMechanism { .. } => Reply::new(454, "4.7.0", text),
-            UpstreamError::Connect { .. }
-            | UpstreamError::ConnectTimeout { .. }
-            | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
-            _ => Reply::new(451, "4.4.2", text),
-        }
     }
 }
 
@@ -341,54 +205,7 @@ impl Connection {
         let target = cfg.target();
         let ep = &cfg.endpoint;
         let secs = cfg.timeout.as_secs().max(1);
-        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
-            cfg.timeout,
-            tokio::net::lookup_host((ep.host.as_str(), ep.port)),
-        )
-        .await
-        {
-            Ok(Ok(a)) => a.collect(),
-            Ok(Err(e)) => {
-                return Err(UpstreamError::Resolve {
-                    target,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(UpstreamError::Resolve {
-                    target,
-                    reason: "DNS timed out".into(),
-                })
-            }
-        };
-        let mut last_err = UpstreamError::Resolve {
-            target: target.clone(),
-            reason: "no addresses".into(),
-        };
-        let mut tcp = None;
-        for addr in addrs {
-            match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some((s, addr));
-                    break;
-                }
-                Ok(Err(e)) => {
-                    last_err = UpstreamError::Connect {
-                        target: target.clone(),
-                        reason: e.to_string(),
-                    }
-                }
-                Err(_) => {
-                    last_err = UpstreamError::ConnectTimeout {
-                        target: target.clone(),
-                    }
-                }
-            }
-        }
-        let Some((tcp, peer)) = tcp else {
-            return Err(last_err);
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, peer) = crate::upstream::dial(&ep.host, ep.port, cfg.timeout).await?;
         let stream = match ep.tls {
             TlsMode::Implicit => MaybeTls::Tls(Box::new(tls_connect(cfg, tcp).await?)),
             _ => MaybeTls::Plain(tcp),
@@ -417,7 +234,7 @@ impl Connection {
         if greeting.code != 220 {
             return Err(UpstreamError::Greeting {
                 target,
-                reply: greeting,
+                detail: greeting.to_string(),
             });
         }
         c.ehlo(&cfg.ehlo_name).await?;
@@ -645,12 +462,12 @@ impl Connection {
             235 => Ok(()),
             c if (400..500).contains(&c) => Err(UpstreamError::AuthTemporary {
                 account: cfg.account.clone(),
-                reply: r,
+                detail: r.to_string(),
             }),
             _ => Err(UpstreamError::AuthRejected {
                 account: cfg.account.clone(),
                 what,
-                reply: r,
+                detail: r.to_string(),
             }),
         }
     }
@@ -746,32 +563,7 @@ async fn tls_connect(
     cfg: &UpstreamConfig,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-    let target = cfg.target();
-    let host = cfg
-        .endpoint
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let name = ServerName::try_from(host).map_err(|_| UpstreamError::Tls {
-        target: target.clone(),
-        reason: "the host is not a valid TLS server name".into(),
-        tls: cfg.endpoint.tls,
-    })?;
-    let connector = TlsConnector::from(cfg.tls.clone());
-    match tokio::time::timeout(cfg.timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(UpstreamError::Tls {
-            target,
-            reason: e.to_string(),
-            tls: cfg.endpoint.tls,
-        }),
-        Err(_) => Err(UpstreamError::Tls {
-            target,
-            reason: "handshake timed out (the server may expect plaintext first: STARTTLS)".into(),
-            tls: cfg.endpoint.tls,
-        }),
-    }
+    crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, tcp, cfg.timeout).await
 }
 
 /// One account's relay: configuration plus warm authenticated connections.
@@ -917,7 +709,7 @@ impl RelayTransaction {
                 Ok(x) => x,
                 Err(e) => {
                     warn!(account = %cfg.account, error = %e, hint = e.hint().as_deref().unwrap_or(""), "upstream unavailable");
-                    return Err(e.reply());
+                    return Err(e.smtp_reply());
                 }
             };
             if params.smtputf8 && !conn.caps.smtputf8 {
@@ -954,7 +746,7 @@ impl RelayTransaction {
                 }
                 Err(e) => {
                     warn!(account = %cfg.account, error = %e, "upstream failed at MAIL FROM");
-                    return Err(e.reply());
+                    return Err(e.smtp_reply());
                 }
             }
         }
@@ -984,7 +776,7 @@ impl RelayTransaction {
             Err(e) => {
                 warn!(account = %self.relay.cfg.account, error = %e, "upstream failed at RCPT TO");
                 self.conn = None;
-                e.reply()
+                e.smtp_reply()
             }
         }
     }
@@ -1005,7 +797,7 @@ impl RelayTransaction {
             Err(e) => {
                 // The message may or may not have arrived: never claim it did.
                 warn!(account = %account, error = %e, "upstream failed during DATA; not accepted");
-                e.reply()
+                e.smtp_reply()
             }
         }
     }

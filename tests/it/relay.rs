@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::harness::*;
 
 fn marker(name: &str) -> String {
-    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{name}-{n}")
 }
 
@@ -54,17 +57,29 @@ pub fn sink_messages(marker: &str, want: usize, wait: Duration) -> Vec<SinkMessa
     let deadline = Instant::now() + wait;
     loop {
         let mut found = Vec::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         files.sort();
-        for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "eml")) {
+        for f in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "eml"))
+        {
             let data = std::fs::read(&f).unwrap();
             if !data.windows(marker.len()).any(|w| w == marker.as_bytes()) {
                 continue;
             }
-            let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(f.with_extension("json")).unwrap()).unwrap();
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(f.with_extension("json")).unwrap()).unwrap();
             found.push(SinkMessage {
                 mail_from: meta["mail_from"].as_str().unwrap_or_default().to_owned(),
-                rcpts: meta["rcpt_tos"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+                rcpts: meta["rcpt_tos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect(),
                 data,
             });
         }
@@ -86,7 +101,11 @@ pub fn strip_trace(data: &[u8]) -> Vec<u8> {
             // Skip this header and its folded lines.
             let mut i = pos;
             loop {
-                let nl = text[i..].iter().position(|&b| b == b'\n').map(|n| i + n + 1).unwrap_or(text.len());
+                let nl = text[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|n| i + n + 1)
+                    .unwrap_or(text.len());
                 i = nl;
                 if i >= text.len() || !(text[i] == b' ' || text[i] == b'\t') {
                     break;
@@ -120,7 +139,13 @@ pub fn smtplib(p: &Postern, msg: &[u8], from: &str, rcpts: &[&str]) -> String {
     let f = p.dir.path().join(format!("m-{}.eml", marker("f")));
     std::fs::write(&f, msg).unwrap();
     let port = p.smtp().port().to_string();
-    let mut args = vec![port.as_str(), "app", APP_PASSWORD, f.to_str().unwrap(), from];
+    let mut args = vec![
+        port.as_str(),
+        "app",
+        APP_PASSWORD,
+        f.to_str().unwrap(),
+        from,
+    ];
     args.extend_from_slice(rcpts);
     let (ok, out, err) = python(SMTPLIB, &args);
     assert!(ok, "{out}\n{err}\n{}", p.logs());
@@ -133,11 +158,19 @@ fn password_auth(var: &str) -> String {
 
 #[test]
 fn implicit_tls_and_plain_with_app_password() {
-    let cfg = relay_config("dv", &dovecot_account("dv", "u01@example.test", "implicit", &password_auth("U_PW")));
+    let cfg = relay_config(
+        "dv",
+        &dovecot_account("dv", "u01@example.test", "implicit", &password_auth("U_PW")),
+    );
     let p = Postern::start_with(&cfg, 1, &[("U_PW", "pw-u01")]);
     let m = marker("implicit-plain");
     let msg = message(&m, "u01@example.test");
-    let out = smtplib(&p, &msg, "u01@example.test", &["a@example.org", "b@example.org"]);
+    let out = smtplib(
+        &p,
+        &msg,
+        "u01@example.test",
+        &["a@example.org", "b@example.org"],
+    );
     assert!(out.contains("refused []"), "{out}");
     let got = sink_messages(&m, 1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
@@ -148,14 +181,32 @@ fn implicit_tls_and_plain_with_app_password() {
 
 #[test]
 fn starttls_with_swaks_and_local_login() {
-    let cfg = relay_config("dv", &dovecot_account("dv", "u02@example.test", "starttls", &password_auth("U_PW")));
+    let cfg = relay_config(
+        "dv",
+        &dovecot_account("dv", "u02@example.test", "starttls", &password_auth("U_PW")),
+    );
     let p = Postern::start_with(&cfg, 1, &[("U_PW", "pw-u02")]);
     let m = marker("starttls-swaks");
     let server = format!("127.0.0.1:{}", p.smtp().port());
     let subject = format!("Subject: {m}");
     let (ok, out, err) = run(
         "swaks",
-        &["--server", &server, "-a", "LOGIN", "-au", "app", "-ap", APP_PASSWORD, "--from", "u02@example.test", "--to", "x@example.org", "--header", &subject],
+        &[
+            "--server",
+            &server,
+            "-a",
+            "LOGIN",
+            "-au",
+            "app",
+            "-ap",
+            APP_PASSWORD,
+            "--from",
+            "u02@example.test",
+            "--to",
+            "x@example.org",
+            "--header",
+            &subject,
+        ],
     );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
     assert!(out.contains("(account dv)"), "{out}");
@@ -164,7 +215,10 @@ fn starttls_with_swaks_and_local_login() {
 
 #[test]
 fn curl_through_postern_to_dovecot() {
-    let cfg = relay_config("dv", &dovecot_account("dv", "u03@example.test", "starttls", &password_auth("U_PW")));
+    let cfg = relay_config(
+        "dv",
+        &dovecot_account("dv", "u03@example.test", "starttls", &password_auth("U_PW")),
+    );
     let p = Postern::start_with(&cfg, 1, &[("U_PW", "pw-u03")]);
     let m = marker("curl-relay");
     let msg = message(&m, "u03@example.test");
@@ -173,7 +227,18 @@ fn curl_through_postern_to_dovecot() {
     let url = format!("smtp://127.0.0.1:{}", p.smtp().port());
     let (ok, out, err) = run(
         "curl",
-        &["-sS", &url, "-u", &format!("app:{APP_PASSWORD}"), "--mail-from", "u03@example.test", "--mail-rcpt", "c@example.org", "-T", f.to_str().unwrap()],
+        &[
+            "-sS",
+            &url,
+            "-u",
+            &format!("app:{APP_PASSWORD}"),
+            "--mail-from",
+            "u03@example.test",
+            "--mail-rcpt",
+            "c@example.org",
+            "-T",
+            f.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
     let got = sink_messages(&m, 1, Duration::from_secs(10));
@@ -182,11 +247,26 @@ fn curl_through_postern_to_dovecot() {
 
 #[test]
 fn rejected_recipient_is_reported_for_that_recipient_only() {
-    let cfg = relay_config("dv", &dovecot_account("dv", "u04@example.test", "starttls", &password_auth("U_PW")));
+    let cfg = relay_config(
+        "dv",
+        &dovecot_account("dv", "u04@example.test", "starttls", &password_auth("U_PW")),
+    );
     let p = Postern::start_with(&cfg, 1, &[("U_PW", "pw-u04")]);
     let m = marker("rcpt-reject");
-    let out = smtplib(&p, &message(&m, "u04@example.test"), "u04@example.test", &["ok1@example.org", "reject-5xx@example.org", "ok2@example.org"]);
-    assert!(out.contains("reject-5xx@example.org") && out.contains("550"), "{out}");
+    let out = smtplib(
+        &p,
+        &message(&m, "u04@example.test"),
+        "u04@example.test",
+        &[
+            "ok1@example.org",
+            "reject-5xx@example.org",
+            "ok2@example.org",
+        ],
+    );
+    assert!(
+        out.contains("reject-5xx@example.org") && out.contains("550"),
+        "{out}"
+    );
     assert!(!out.contains("ok1@") && !out.contains("ok2@"), "{out}");
     let got = sink_messages(&m, 1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
@@ -203,12 +283,18 @@ fn token_setup(p_dir: &std::path::Path, token: &str) -> (PathBuf, PathBuf, Strin
 }
 
 fn mint(token: &str, user: &str) {
-    let (ok, out, err) = run(repo_root().join("tests/peers/token").to_str().unwrap(), &["mint", token, user]);
+    let (ok, out, err) = run(
+        repo_root().join("tests/peers/token").to_str().unwrap(),
+        &["mint", token, user],
+    );
     assert!(ok, "{out}{err}");
 }
 
 fn revoke(token: &str) {
-    let (ok, out, err) = run(repo_root().join("tests/peers/token").to_str().unwrap(), &["revoke", token]);
+    let (ok, out, err) = run(
+        repo_root().join("tests/peers/token").to_str().unwrap(),
+        &["revoke", token],
+    );
     assert!(ok, "{out}{err}");
 }
 
@@ -249,7 +335,13 @@ fn revoked_token_reruns_the_command_once() {
     let (tok, runs, cmd) = token_setup(dir.path(), &t1);
     let auth = format!("auth = \"oauth2\"\ntoken_command = \"{cmd}\"");
     // No warm connections: every transaction logs in anew.
-    let cfg = relay_config("dv", &format!("upstream_keepalive = \"0s\"\n{}", dovecot_account("dv", user, "starttls", &auth)));
+    let cfg = relay_config(
+        "dv",
+        &format!(
+            "upstream_keepalive = \"0s\"\n{}",
+            dovecot_account("dv", user, "starttls", &auth)
+        ),
+    );
     let p = Postern::start(&cfg, 1);
     let m = marker("revoke-1");
     assert!(smtplib(&p, &message(&m, user), user, &["x@example.org"]).contains("refused []"));
@@ -262,23 +354,45 @@ fn revoked_token_reruns_the_command_once() {
     let out = smtplib(&p, &message(&m2, user), user, &["x@example.org"]);
     assert!(out.contains("refused []"), "{out}\n{}", p.logs());
     assert_eq!(sink_messages(&m2, 1, Duration::from_secs(10)).len(), 1);
-    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2, "{}", p.logs());
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap().lines().count(),
+        2,
+        "{}",
+        p.logs()
+    );
     // Both revoked, and the command keeps giving the bad one: a clear 454.
     revoke(&t2);
     let m3 = marker("revoke-3");
     let out = smtplib(&p, &message(&m3, user), user, &["x@example.org"]);
-    assert!(out.contains("454") && out.contains("postern auth dv"), "{out}");
+    assert!(
+        out.contains("454") && out.contains("postern auth dv"),
+        "{out}"
+    );
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 3);
     let logs = p.logs();
-    assert!(!logs.contains(&t1) && !logs.contains(&t2), "token leaked into the log");
+    assert!(
+        !logs.contains(&t1) && !logs.contains(&t2),
+        "token leaked into the log"
+    );
 }
 
 #[test]
 fn wrong_app_password_gives_454_with_the_fix() {
-    let cfg = relay_config("dv", &dovecot_account("dv", "u08@example.test", "starttls", &password_auth("U_PW")));
+    let cfg = relay_config(
+        "dv",
+        &dovecot_account("dv", "u08@example.test", "starttls", &password_auth("U_PW")),
+    );
     let p = Postern::start_with(&cfg, 1, &[("U_PW", "not-the-password")]);
-    let out = smtplib(&p, &message(&marker("badpw"), "u08@example.test"), "u08@example.test", &["x@example.org"]);
-    assert!(out.contains("error 454") && out.contains("app password"), "{out}");
+    let out = smtplib(
+        &p,
+        &message(&marker("badpw"), "u08@example.test"),
+        "u08@example.test",
+        &["x@example.org"],
+    );
+    assert!(
+        out.contains("error 454") && out.contains("app password"),
+        "{out}"
+    );
     assert!(!p.logs().contains("not-the-password"));
 }
 
@@ -286,7 +400,10 @@ fn wrong_app_password_gives_454_with_the_fix() {
 fn doctor_against_dovecot() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
-    let good = relay_config("dv", &dovecot_account("dv", "u09@example.test", "starttls", &password_auth("U_PW")));
+    let good = relay_config(
+        "dv",
+        &dovecot_account("dv", "u09@example.test", "starttls", &password_auth("U_PW")),
+    );
     std::fs::write(&path, &good).unwrap();
     let doctor = |pw: &str| {
         let out = std::process::Command::new(BIN)
@@ -294,27 +411,62 @@ fn doctor_against_dovecot() {
             .env("U_PW", pw)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (ok, out) = doctor("pw-u09");
     assert!(ok, "{out}");
-    assert!(out.contains("all checks passed") && !out.contains("FAILED"), "{out}");
+    assert!(
+        out.contains("all checks passed") && !out.contains("FAILED"),
+        "{out}"
+    );
     // Bad password: the authenticate step fails and names the fix.
     let (ok, out) = doctor("wrong");
     assert!(!ok);
-    assert!(out.contains("[FAILED] authenticate") && out.contains("fix: ") && out.contains("app password"), "{out}");
+    assert!(
+        out.contains("[FAILED] authenticate")
+            && out.contains("fix: ")
+            && out.contains("app password"),
+        "{out}"
+    );
     // Wrong TLS mode: implicit configured on the STARTTLS port.
-    std::fs::write(&path, good.replace("tls = \"starttls\"", "tls = \"implicit\"")).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("tls = \"starttls\"", "tls = \"implicit\""),
+    )
+    .unwrap();
     let (ok, out) = doctor("pw-u09");
     assert!(!ok);
-    assert!(out.contains("[FAILED] TLS") && out.contains("set tls = \"starttls\""), "{out}");
-    assert!(out.contains(&format!("port {} with tls = \"starttls\" works", peer_env("DOVECOT_SUBMISSION_PORT"))), "{out}");
+    assert!(
+        out.contains("[FAILED] TLS") && out.contains("set tls = \"starttls\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "port {} with tls = \"starttls\" works",
+            peer_env("DOVECOT_SUBMISSION_PORT")
+        )),
+        "{out}"
+    );
     // Wrong port: nothing listens there; the report says so.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(&path, good.replace(&peer_env("DOVECOT_SUBMISSION_PORT"), &closed.to_string())).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &path,
+        good.replace(&peer_env("DOVECOT_SUBMISSION_PORT"), &closed.to_string()),
+    )
+    .unwrap();
     let t = Instant::now();
     let (ok, out) = doctor("pw-u09");
     assert!(!ok);
-    assert!(out.contains("[FAILED] connect") && out.contains("try 587"), "{out}");
+    assert!(
+        out.contains("[FAILED] connect") && out.contains("try 587"),
+        "{out}"
+    );
     assert!(t.elapsed() < Duration::from_secs(30));
 }

@@ -51,7 +51,10 @@ fn transact(c: &mut Raw, rcpts: &[&str]) -> Vec<String> {
 
 fn no_250_at_end(replies: &[String]) {
     let last = replies.last().unwrap();
-    assert!(!last.starts_with("250"), "got a 250 for a failed transaction: {replies:?}");
+    assert!(
+        !last.starts_with("250"),
+        "got a 250 for a failed transaction: {replies:?}"
+    );
 }
 
 fn fake(pki: &TestPki, script: Script) -> FakeSmtp {
@@ -73,36 +76,70 @@ fn happy_path_starttls_and_login_only_upstream() {
     let p = postern_for(&f, &pki, "starttls", PW, "");
     let mut c = client(&p);
     let r = transact(&mut c, &["a@example.org"]);
-    assert!(r.last().unwrap().starts_with("250 2.0.0") && r.last().unwrap().contains("(account fk)"), "{r:?}\n{}", p.logs());
+    assert!(
+        r.last().unwrap().starts_with("250 2.0.0") && r.last().unwrap().contains("(account fk)"),
+        "{r:?}\n{}",
+        p.logs()
+    );
     let msgs = f.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].data, b"Subject: matrix\r\n\r\nhello\r\n.dot");
     let auths = f.auths();
-    assert_eq!((auths[0].mechanism.as_str(), auths[0].user.as_str(), auths[0].secret.as_str()), ("LOGIN", "fk@example.test", "app-pw-123"));
+    assert_eq!(
+        (
+            auths[0].mechanism.as_str(),
+            auths[0].user.as_str(),
+            auths[0].secret.as_str()
+        ),
+        ("LOGIN", "fk@example.test", "app-pw-123")
+    );
     assert!(!p.logs().contains("app-pw-123"));
 }
 
 #[test]
 fn auth_refused_gives_454_with_fix() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, auth: Auth::Reject("535 5.7.8 Username and Password not accepted".into()), ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            auth: Auth::Reject("535 5.7.8 Username and Password not accepted".into()),
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("454 4.7.0") && r[0].contains("app password"), "{r:?}");
+    assert!(
+        r[0].starts_with("454 4.7.0") && r[0].contains("app password"),
+        "{r:?}"
+    );
     assert!(f.messages().is_empty());
 }
 
 #[test]
 fn xoauth2_error_challenge_is_acknowledged() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, auth: Auth::BearerChallenge, ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            auth: Auth::BearerChallenge,
+            ..Script::default()
+        },
+    );
     let auth = "auth = \"oauth2\"\ntoken_command = \"echo tok-abc\"";
     let p = postern_for(&f, &pki, "implicit", auth, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("454 4.7.0") && r[0].contains("postern auth fk"), "{r:?}");
+    assert!(
+        r[0].starts_with("454 4.7.0") && r[0].contains("postern auth fk"),
+        "{r:?}"
+    );
     let t = f.transcript();
     assert!(t.iter().any(|l| l.starts_with("c1 AUTH XOAUTH2 ")), "{t:?}");
-    assert!(t.iter().any(|l| l == "c1 "), "empty answer to the challenge missing: {t:?}");
+    assert!(
+        t.iter().any(|l| l == "c1 "),
+        "empty answer to the challenge missing: {t:?}"
+    );
     assert!(!p.logs().contains("tok-abc"));
 }
 
@@ -118,7 +155,13 @@ fn oauthbearer_when_only_that_is_offered() {
             ..Script::default()
         },
     );
-    let p = postern_for(&f, &pki, "implicit", "auth = \"oauth2\"\ntoken_command = \"echo tok-xyz\"", "");
+    let p = postern_for(
+        &f,
+        &pki,
+        "implicit",
+        "auth = \"oauth2\"\ntoken_command = \"echo tok-xyz\"",
+        "",
+    );
     let r = transact(&mut client(&p), &["a@example.org"]);
     assert!(r.last().unwrap().starts_with("250"), "{r:?}\n{}", p.logs());
     assert_eq!(f.auths()[0].mechanism, "OAUTHBEARER");
@@ -140,18 +183,43 @@ fn mail_rcpt_and_data_verdicts_pass_through() {
     );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let mut c = client(&p);
-    let r = transact(&mut c, &["ok@example.org", "busy@example.org", "nouser@example.org"]);
+    let r = transact(
+        &mut c,
+        &["ok@example.org", "busy@example.org", "nouser@example.org"],
+    );
     assert!(r[1].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[2].starts_with("450 4.2.1 Mailbox busy (account fk)"), "{r:?}");
-    assert!(r[3].starts_with("550 5.1.1 No such user (account fk)"), "{r:?}");
+    assert!(
+        r[2].starts_with("450 4.2.1 Mailbox busy (account fk)"),
+        "{r:?}"
+    );
+    assert!(
+        r[3].starts_with("550 5.1.1 No such user (account fk)"),
+        "{r:?}"
+    );
     assert!(r[5].starts_with("250 2.0.0"), "{r:?}");
     assert_eq!(f.messages()[0].rcpts, vec!["ok@example.org"]);
 
     for (mail, end, want) in [
-        ("451 4.3.0 Try later", None, "451 4.3.0 Try later (account fk)"),
-        ("550 5.1.8 Bad sender", None, "550 5.1.8 Bad sender (account fk)"),
-        ("250 2.1.0 OK", Some("451 4.3.0 Queue full"), "451 4.3.0 Queue full (account fk)"),
-        ("250 2.1.0 OK", Some("554 5.6.0 Content rejected"), "554 5.6.0 Content rejected (account fk)"),
+        (
+            "451 4.3.0 Try later",
+            None,
+            "451 4.3.0 Try later (account fk)",
+        ),
+        (
+            "550 5.1.8 Bad sender",
+            None,
+            "550 5.1.8 Bad sender (account fk)",
+        ),
+        (
+            "250 2.1.0 OK",
+            Some("451 4.3.0 Queue full"),
+            "451 4.3.0 Queue full (account fk)",
+        ),
+        (
+            "250 2.1.0 OK",
+            Some("554 5.6.0 Content rejected"),
+            "554 5.6.0 Content rejected (account fk)",
+        ),
     ] {
         f.set_script(Script {
             tls: Tls::Implicit,
@@ -170,11 +238,23 @@ fn mail_rcpt_and_data_verdicts_pass_through() {
 #[test]
 fn quota_replies_become_451_daily_quota() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, end_reply: "550 5.4.5 Daily user sending limit exceeded.".into(), ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            end_reply: "550 5.4.5 Daily user sending limit exceeded.".into(),
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let mut c = client(&p);
     let r = transact(&mut c, &["a@example.org"]);
-    assert!(r.last().unwrap().starts_with("451 4.4.5 Daily sending quota of account fk reached"), "{r:?}");
+    assert!(
+        r.last()
+            .unwrap()
+            .starts_with("451 4.4.5 Daily sending quota of account fk reached"),
+        "{r:?}"
+    );
     f.set_script(Script {
         tls: Tls::Implicit,
         mail_reply: "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message".into(),
@@ -187,22 +267,43 @@ fn quota_replies_become_451_daily_quota() {
 #[test]
 fn relay_denied_names_the_from_problem() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, mail_reply: "550 5.7.60 SMTP; Client does not have permissions to send as this sender".into(), ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            mail_reply: "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+                .into(),
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("550 5.7.1") && r[0].contains("may not send as this From"), "{r:?}");
+    assert!(
+        r[0].starts_with("550 5.7.1") && r[0].contains("may not send as this From"),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn connection_dropped_mid_data_is_not_acknowledged() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, drop_after_data_bytes: Some(5), ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            drop_after_data_bytes: Some(5),
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let mut c = client(&p);
     let r = transact(&mut c, &["a@example.org"]);
     assert!(r.last().unwrap().starts_with("451 4.4.2"), "{r:?}");
     // The session goes on: the next transaction uses a new connection.
-    f.set_script(Script { tls: Tls::Implicit, ..Script::default() });
+    f.set_script(Script {
+        tls: Tls::Implicit,
+        ..Script::default()
+    });
     let r = transact(&mut c, &["a@example.org"]);
     assert!(r.last().unwrap().starts_with("250"), "{r:?}");
 }
@@ -210,44 +311,97 @@ fn connection_dropped_mid_data_is_not_acknowledged() {
 #[test]
 fn no_greeting_hints_at_implicit_tls() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { greeting: None, ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            greeting: None,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "starttls", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("451 4.4.2") && r[0].contains("sent no greeting") && r[0].contains("tls = \"implicit\""), "{r:?}");
+    assert!(
+        r[0].starts_with("451 4.4.2")
+            && r[0].contains("sent no greeting")
+            && r[0].contains("tls = \"implicit\""),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn starttls_not_offered_is_never_a_plaintext_fallback() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::StarttlsNotOffered, ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::StarttlsNotOffered,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "starttls", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("454 4.7.0") && r[0].contains("does not offer STARTTLS"), "{r:?}");
-    assert_eq!(f.auth_attempts(), 0, "credentials sent in plaintext: {:?}", f.transcript());
+    assert!(
+        r[0].starts_with("454 4.7.0") && r[0].contains("does not offer STARTTLS"),
+        "{r:?}"
+    );
+    assert_eq!(
+        f.auth_attempts(),
+        0,
+        "credentials sent in plaintext: {:?}",
+        f.transcript()
+    );
 }
 
 #[test]
 fn certificate_for_the_wrong_name() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, cert_names: vec!["wrong.example".into()], ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            cert_names: vec!["wrong.example".into()],
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("454 4.7.0") && r[0].contains("not valid for that name"), "{r:?}");
+    assert!(
+        r[0].starts_with("454 4.7.0") && r[0].contains("not valid for that name"),
+        "{r:?}"
+    );
     assert_eq!(f.auth_attempts(), 0);
 }
 
 #[test]
 fn implicit_tls_against_a_starttls_port_and_the_reverse() {
     let pki = TestPki::new();
-    let plain = fake(&pki, Script { tls: Tls::Starttls, ..Script::default() });
+    let plain = fake(
+        &pki,
+        Script {
+            tls: Tls::Starttls,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&plain, &pki, "implicit", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("454 4.7.0") && r[0].contains("looks like a STARTTLS port"), "{r:?}");
+    assert!(
+        r[0].starts_with("454 4.7.0") && r[0].contains("looks like a STARTTLS port"),
+        "{r:?}"
+    );
 
-    let tls = fake(&pki, Script { tls: Tls::Implicit, ..Script::default() });
+    let tls = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&tls, &pki, "starttls", PW, "");
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("451 4.4.2") && r[0].contains("tls = \"implicit\""), "{r:?}");
+    assert!(
+        r[0].starts_with("451 4.4.2") && r[0].contains("tls = \"implicit\""),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -262,17 +416,29 @@ fn unreachable_upstream() {
     );
     let p = Postern::start_with(&cfg, 1, &[("FK_PW", "x")]);
     let r = transact(&mut client(&p), &["a@example.org"]);
-    assert!(r[0].starts_with("451 4.4.1") && r[0].contains("try 587 (STARTTLS) or 465"), "{r:?}");
+    assert!(
+        r[0].starts_with("451 4.4.1") && r[0].contains("try 587 (STARTTLS) or 465"),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn connections_are_reused_within_and_across_sessions() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let mut c = client(&p);
     for _ in 0..3 {
-        assert!(transact(&mut c, &["a@example.org"]).last().unwrap().starts_with("250"));
+        assert!(transact(&mut c, &["a@example.org"])
+            .last()
+            .unwrap()
+            .starts_with("250"));
     }
     // An abandoned transaction: the connection gets an RSET before reuse.
     assert!(c.cmd("MAIL FROM:<fk@example.test>").starts_with("250"));
@@ -280,20 +446,36 @@ fn connections_are_reused_within_and_across_sessions() {
     assert!(c.cmd("RSET").starts_with("250"));
     assert!(c.cmd("QUIT").starts_with("221"));
     let mut c2 = client(&p);
-    assert!(transact(&mut c2, &["c@example.org"]).last().unwrap().starts_with("250"));
+    assert!(transact(&mut c2, &["c@example.org"])
+        .last()
+        .unwrap()
+        .starts_with("250"));
     assert_eq!(f.connections(), 1, "{:?}", f.transcript());
     assert_eq!(f.auth_attempts(), 1);
-    assert!(f.transcript().iter().any(|l| l == "c1 RSET"), "{:?}", f.transcript());
+    assert!(
+        f.transcript().iter().any(|l| l == "c1 RSET"),
+        "{:?}",
+        f.transcript()
+    );
     assert_eq!(f.messages().len(), 4);
 }
 
 #[test]
 fn a_stale_warm_connection_is_replaced_transparently() {
     let pki = TestPki::new();
-    let f = fake(&pki, Script { tls: Tls::Implicit, ..Script::default() });
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+    );
     let p = postern_for(&f, &pki, "implicit", PW, "");
     let mut c = client(&p);
-    assert!(transact(&mut c, &["a@example.org"]).last().unwrap().starts_with("250"));
+    assert!(transact(&mut c, &["a@example.org"])
+        .last()
+        .unwrap()
+        .starts_with("250"));
     // The upstream closes the idle connection Postern keeps warm.
     f.close_connections();
     std::thread::sleep(Duration::from_millis(100));

@@ -1,0 +1,719 @@
+//! The IMAP proxy for one client: answer the not-authenticated state
+//! ourselves (RFC 9051: CAPABILITY, NOOP, LOGOUT, STARTTLS, ID, LOGIN,
+//! AUTHENTICATE PLAIN), check the local login, log in upstream with the
+//! account's credential, hand back the upstream's capabilities under the
+//! client's own tag, and then splice bytes both ways untouched.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::users::{LoginError, Users};
+use crate::config::Limits;
+use crate::imap::codec::{
+    self, AuthResponse, Code, Command, CommandKind, Decoded, FrameError, Framer, Response, Status,
+    StatusResponse, Tag,
+};
+use crate::imap::upstream::{ImapAccount, ImapUpstream};
+use crate::io::MaybeTls;
+use crate::providers::TlsMode;
+use crate::sasl;
+use crate::secret::Secret;
+use crate::upstream::UpstreamError;
+
+/// What every IMAP session of one listener shares.
+pub struct ImapContext {
+    pub hostname: String,
+    pub limits: Limits,
+    pub users: Arc<Users>,
+    pub accounts: std::collections::BTreeMap<String, Arc<ImapAccount>>,
+    pub tls_mode: TlsMode,
+    pub acceptor: Option<TlsAcceptor>,
+    pub shutdown: CancellationToken,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Logout,
+    ClientClosed,
+    IdleTimeout,
+    TooManyErrors,
+    Shutdown,
+    IoError,
+    Spliced,
+}
+
+const READ_CHUNK: usize = 8 * 1024;
+/// Splice buffer while data flows in bulk.
+const BULK_BUF: usize = 64 * 1024;
+/// Read size while a direction is idle or interactive.
+const SMALL_BUF: usize = 2 * 1024;
+
+struct Session<S> {
+    ctx: Arc<ImapContext>,
+    stream: Option<MaybeTls<S>>,
+    local: SocketAddr,
+    rbuf: BytesMut,
+    framer: Framer,
+    bad: u32,
+}
+
+enum Next {
+    Continue,
+    End(End),
+    /// Logged in upstream: splice.
+    Splice(Box<ImapUpstream>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(MaybeTls::is_tls)
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.is_tls() || self.local.ip().is_loopback()
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        let mut caps = vec![
+            "IMAP4rev1".to_owned(),
+            "SASL-IR".into(),
+            "LITERAL-".into(),
+            "ID".into(),
+        ];
+        if self.ctx.tls_mode == TlsMode::Starttls && !self.is_tls() {
+            caps.push("STARTTLS".into());
+        }
+        if self.auth_allowed() {
+            caps.push("AUTH=PLAIN".into());
+        } else {
+            caps.push("LOGINDISABLED".into());
+        }
+        caps
+    }
+
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let idle = self.ctx.limits.idle_timeout;
+        let stream = self.stream.as_mut().expect("stream");
+        match tokio::time::timeout(idle, async {
+            stream.write_all(data).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read",
+            )),
+        }
+    }
+
+    async fn respond(&mut self, r: Response) -> std::io::Result<()> {
+        let bytes = codec::encode_response(&r)
+            .unwrap_or_else(|_| b"* BAD Internal encoding error\r\n".to_vec());
+        self.write(&bytes).await
+    }
+
+    async fn status(
+        &mut self,
+        tag: Option<&Tag>,
+        status: Status,
+        code: Option<Code>,
+        text: impl Into<String>,
+    ) -> std::io::Result<()> {
+        self.respond(Response::Status(StatusResponse {
+            tag: tag.cloned(),
+            status,
+            code,
+            text: text.into(),
+        }))
+        .await
+    }
+
+    fn code(name: &str) -> Option<Code> {
+        Some(Code::Other {
+            name: name.to_owned(),
+            args: None,
+        })
+    }
+
+    /// Read until a frame is available (answering literal continuations),
+    /// or the session must end.
+    async fn next_frame(&mut self) -> Result<Vec<u8>, End> {
+        loop {
+            match self.framer.decode(&mut self.rbuf) {
+                Ok(Decoded::Frame(f)) => return Ok(f.as_bytes().to_vec()),
+                Ok(Decoded::NeedContinuation { .. }) => {
+                    self.respond(Response::Continue("Ready for literal".into()))
+                        .await
+                        .map_err(|_| End::IoError)?;
+                    continue;
+                }
+                Ok(Decoded::Incomplete) => {}
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    let text = match &e {
+                        FrameError::LiteralTooLarge { .. } => {
+                            format!("{e}: Postern accepts small literals before login")
+                        }
+                        _ => e.to_string(),
+                    };
+                    let code =
+                        matches!(e, FrameError::LiteralTooLarge { .. }).then(|| Code::Other {
+                            name: "TOOBIG".into(),
+                            args: None,
+                        });
+                    let tag = e.tag().cloned();
+                    let _ = self.status(tag.as_ref(), Status::Bad, code, text).await;
+                    if fatal {
+                        let _ = self
+                            .status(
+                                None,
+                                Status::Bye,
+                                None,
+                                "Closing: the connection cannot be resynchronised",
+                            )
+                            .await;
+                        return Err(End::TooManyErrors);
+                    }
+                    if self.count_bad().await {
+                        return Err(End::TooManyErrors);
+                    }
+                    continue;
+                }
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let idle = self.ctx.limits.idle_timeout;
+            let shutdown = self.ctx.shutdown.clone();
+            let stream = self.stream.as_mut().expect("stream");
+            let r = tokio::select! {
+                r = tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)) => r,
+                _ = shutdown.cancelled() => {
+                    let _ = self.status(None, Status::Bye, Self::code("UNAVAILABLE"), "Postern is shutting down").await;
+                    return Err(End::Shutdown);
+                }
+            };
+            match r {
+                Ok(Ok(0)) => return Err(End::ClientClosed),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(End::IoError),
+                Err(_) => {
+                    let _ = self
+                        .status(None, Status::Bye, None, "Idle timeout, closing connection")
+                        .await;
+                    return Err(End::IdleTimeout);
+                }
+            }
+        }
+    }
+
+    /// Count a bad command; true when the session must end.
+    async fn count_bad(&mut self) -> bool {
+        self.bad += 1;
+        if self.bad > self.ctx.limits.max_bad_commands {
+            let _ = self
+                .status(
+                    None,
+                    Status::Bye,
+                    None,
+                    "Too many errors, closing connection",
+                )
+                .await;
+            return true;
+        }
+        false
+    }
+
+    async fn run(&mut self) -> Result<Box<ImapUpstream>, End> {
+        let caps = self.capabilities();
+        self.status(
+            None,
+            Status::Ok,
+            Some(Code::Capability(caps)),
+            format!("{} Postern IMAP proxy ready", self.ctx.hostname),
+        )
+        .await
+        .map_err(|_| End::IoError)?;
+        loop {
+            let frame = self.next_frame().await?;
+            let cmd = match codec::parse_command(&frame) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.status(
+                        e.tag.as_ref(),
+                        Status::Bad,
+                        None,
+                        format!("Syntax error: {}", e.kind),
+                    )
+                    .await
+                    .map_err(|_| End::IoError)?;
+                    if self.count_bad().await {
+                        return Err(End::TooManyErrors);
+                    }
+                    continue;
+                }
+            };
+            match self.handle(cmd).await {
+                Next::Continue => {}
+                Next::End(e) => return Err(e),
+                Next::Splice(up) => return Ok(up),
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) -> Next {
+        let Command { tag, kind } = cmd;
+        let io = |r: std::io::Result<()>| match r {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::End(End::IoError),
+        };
+        match kind {
+            CommandKind::Capability => {
+                let caps = self.capabilities();
+                if self.respond(Response::Capability(caps)).await.is_err() {
+                    return Next::End(End::IoError);
+                }
+                io(self
+                    .status(Some(&tag), Status::Ok, None, "CAPABILITY completed")
+                    .await)
+            }
+            CommandKind::Noop => io(self
+                .status(Some(&tag), Status::Ok, None, "NOOP completed")
+                .await),
+            CommandKind::Logout => {
+                let _ = self
+                    .status(None, Status::Bye, None, "Postern logging out")
+                    .await;
+                let _ = self
+                    .status(Some(&tag), Status::Ok, None, "LOGOUT completed")
+                    .await;
+                Next::End(End::Logout)
+            }
+            CommandKind::Id(_) => {
+                let id = Some(vec![
+                    ("name".to_owned(), Some("Postern".to_owned())),
+                    (
+                        "version".to_owned(),
+                        Some(env!("CARGO_PKG_VERSION").to_owned()),
+                    ),
+                ]);
+                if self.respond(Response::Id(id)).await.is_err() {
+                    return Next::End(End::IoError);
+                }
+                io(self
+                    .status(Some(&tag), Status::Ok, None, "ID completed")
+                    .await)
+            }
+            CommandKind::StartTls => self.starttls(&tag).await,
+            CommandKind::Login { user, password } => {
+                if !self.auth_allowed() {
+                    let r = self
+                        .status(
+                            Some(&tag),
+                            Status::No,
+                            Self::code("PRIVACYREQUIRED"),
+                            "LOGIN is disabled until STARTTLS: use STARTTLS first",
+                        )
+                        .await;
+                    return io(r);
+                }
+                self.login(&tag, &user, &password).await
+            }
+            CommandKind::Authenticate { mechanism, initial } => {
+                if !mechanism.eq_ignore_ascii_case("PLAIN") {
+                    let r = self
+                        .status(
+                            Some(&tag),
+                            Status::No,
+                            Self::code("CANNOT"),
+                            "Unsupported mechanism: use AUTHENTICATE PLAIN or LOGIN",
+                        )
+                        .await;
+                    return io(r);
+                }
+                if !self.auth_allowed() {
+                    let r = self
+                        .status(
+                            Some(&tag),
+                            Status::No,
+                            Self::code("PRIVACYREQUIRED"),
+                            "Use STARTTLS before AUTHENTICATE",
+                        )
+                        .await;
+                    return io(r);
+                }
+                let b64 = match initial {
+                    Some(i) => i,
+                    None => {
+                        if self
+                            .respond(Response::Continue(String::new()))
+                            .await
+                            .is_err()
+                        {
+                            return Next::End(End::IoError);
+                        }
+                        let frame = match self.next_frame().await {
+                            Ok(f) => f,
+                            Err(e) => return Next::End(e),
+                        };
+                        match codec::parse_auth_response(&frame) {
+                            Ok(AuthResponse::Data(d)) => d,
+                            Ok(AuthResponse::Cancel) => {
+                                return io(self
+                                    .status(Some(&tag), Status::Bad, None, "AUTHENTICATE cancelled")
+                                    .await);
+                            }
+                            Err(_) => {
+                                return io(self
+                                    .status(
+                                        Some(&tag),
+                                        Status::Bad,
+                                        None,
+                                        "Invalid base64 in AUTHENTICATE",
+                                    )
+                                    .await);
+                            }
+                        }
+                    }
+                };
+                let creds = sasl::decode_response(if b64.is_empty() {
+                    b"="
+                } else {
+                    b64.expose().as_bytes()
+                })
+                .ok()
+                .and_then(|raw| sasl::plain_decode(&raw).ok());
+                let Some(p) = creds else {
+                    return io(self
+                        .status(Some(&tag), Status::Bad, None, "Malformed PLAIN response")
+                        .await);
+                };
+                if !p.authzid.is_empty() && p.authzid != p.authcid {
+                    let r = self
+                        .status(
+                            Some(&tag),
+                            Status::No,
+                            Self::code("AUTHORIZATIONFAILED"),
+                            "Authorization identity must be empty or your own user name",
+                        )
+                        .await;
+                    return io(r);
+                }
+                self.login(&tag, &p.authcid, &p.password).await
+            }
+            CommandKind::Other { name } => {
+                let r = self
+                    .status(
+                        Some(&tag),
+                        Status::Bad,
+                        None,
+                        format!("{} is not valid before login: log in with LOGIN or AUTHENTICATE PLAIN first", codec_safe(&name)),
+                    )
+                    .await;
+                if r.is_err() {
+                    return Next::End(End::IoError);
+                }
+                if self.count_bad().await {
+                    return Next::End(End::TooManyErrors);
+                }
+                Next::Continue
+            }
+        }
+    }
+
+    async fn starttls(&mut self, tag: &Tag) -> Next {
+        if self.is_tls() {
+            let _ = self
+                .status(Some(tag), Status::Bad, None, "TLS is already active")
+                .await;
+            return Next::Continue;
+        }
+        let acceptor = match (&self.ctx.acceptor, self.ctx.tls_mode) {
+            (Some(a), TlsMode::Starttls) => a.clone(),
+            _ => {
+                let _ = self
+                    .status(
+                        Some(tag),
+                        Status::Bad,
+                        None,
+                        "STARTTLS is not offered on this listener",
+                    )
+                    .await;
+                return Next::Continue;
+            }
+        };
+        if self
+            .status(Some(tag), Status::Ok, None, "Begin TLS negotiation now")
+            .await
+            .is_err()
+        {
+            return Next::End(End::IoError);
+        }
+        // Anything pipelined after STARTTLS arrived in plaintext: drop it.
+        if !self.rbuf.is_empty() {
+            warn!(
+                bytes = self.rbuf.len(),
+                "discarding plaintext pipelined after STARTTLS"
+            );
+            self.rbuf.clear();
+        }
+        self.framer = Framer::for_commands(codec::Limits::PRE_AUTH);
+        let Some(MaybeTls::Plain(plain)) = self.stream.take() else {
+            return Next::End(End::IoError);
+        };
+        match tokio::time::timeout(self.ctx.limits.idle_timeout, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                self.stream = Some(MaybeTls::Tls(Box::new(tls)));
+                Next::Continue
+            }
+            _ => Next::End(End::IoError),
+        }
+    }
+
+    async fn login(&mut self, tag: &Tag, user: &str, password: &Secret) -> Next {
+        let io = |r: std::io::Result<()>| match r {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::End(End::IoError),
+        };
+        let u = match self.ctx.users.verify(user, password).await {
+            Ok(u) => u,
+            Err(LoginError::Invalid) => {
+                let r = self
+                    .status(
+                        Some(tag),
+                        Status::No,
+                        Self::code("AUTHENTICATIONFAILED"),
+                        "Authentication failed: wrong user name or password",
+                    )
+                    .await;
+                if self.count_bad().await {
+                    return Next::End(End::TooManyErrors);
+                }
+                return io(r);
+            }
+            Err(LoginError::Internal) => {
+                return io(self
+                    .status(
+                        Some(tag),
+                        Status::No,
+                        Self::code("UNAVAILABLE"),
+                        "Temporary authentication failure, try again",
+                    )
+                    .await);
+            }
+        };
+        tracing::Span::current().record("user", u.name.as_str());
+        let Some(account_name) = u.read_via.clone() else {
+            let text = format!(
+                "IMAP is not configured for user {}: set read_via in the Postern config",
+                u.name
+            );
+            return io(self
+                .status(
+                    Some(tag),
+                    Status::No,
+                    Self::code("AUTHORIZATIONFAILED"),
+                    text,
+                )
+                .await);
+        };
+        let Some(account) = self.ctx.accounts.get(&account_name).cloned() else {
+            let text = format!("Account {account_name} has no usable IMAP credential (run `postern doctor {account_name}`)");
+            return io(self
+                .status(Some(tag), Status::No, Self::code("UNAVAILABLE"), text)
+                .await);
+        };
+        let started = Instant::now();
+        match ImapUpstream::open(&account).await {
+            Ok(mut up) => {
+                info!(user = %u.name, account = %account_name, upstream_ms = started.elapsed().as_millis() as u64, "IMAP login; splicing");
+                // IMAP4rev1/IMAP4rev2 first (RFC 9051 7.2.2 lists them first).
+                let mut caps = std::mem::take(&mut up.caps);
+                caps.sort_by_key(|c| {
+                    !(c.eq_ignore_ascii_case("IMAP4rev1") || c.eq_ignore_ascii_case("IMAP4rev2"))
+                });
+                let text = format!("Logged in (account {account_name})");
+                if self
+                    .status(Some(tag), Status::Ok, Some(Code::Capability(caps)), text)
+                    .await
+                    .is_err()
+                {
+                    return Next::End(End::IoError);
+                }
+                Next::Splice(Box::new(up))
+            }
+            Err(e) => {
+                warn!(user = %u.name, account = %account_name, error = %e, "upstream IMAP login failed");
+                let code = match &e {
+                    UpstreamError::AuthRejected { .. } => "AUTHENTICATIONFAILED",
+                    UpstreamError::Credential(
+                        crate::auth::credentials::CredentialError::Token(t),
+                    ) if !t.is_transient() => "AUTHENTICATIONFAILED",
+                    _ => "UNAVAILABLE",
+                };
+                let text = match e.hint() {
+                    Some(h) => format!("{e}. Fix: {h}"),
+                    None => e.to_string(),
+                };
+                io(self
+                    .status(Some(tag), Status::No, Self::code(code), text)
+                    .await)
+            }
+        }
+    }
+}
+
+/// A command name from the client, made safe to echo.
+fn codec_safe(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(32)
+        .collect()
+}
+
+/// Serve one IMAP client on an accepted stream (already TLS for implicit
+/// listeners).
+pub async fn serve<S>(
+    ctx: Arc<ImapContext>,
+    stream: MaybeTls<S>,
+    _peer: SocketAddr,
+    local: SocketAddr,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut s = Session {
+        ctx: ctx.clone(),
+        stream: Some(stream),
+        local,
+        rbuf: BytesMut::with_capacity(1024),
+        framer: Framer::for_commands(codec::Limits::PRE_AUTH),
+        bad: 0,
+    };
+    match s.run().await {
+        Ok(up) => {
+            let client = s.stream.take().expect("stream");
+            let pending_client = std::mem::take(&mut s.rbuf);
+            drop(s);
+            let up = *up;
+            splice(
+                client,
+                up.stream,
+                &pending_client,
+                &up.rbuf,
+                ctx.limits.imap_idle_timeout,
+            )
+            .await;
+            End::Spliced
+        }
+        Err(end) => {
+            if let Some(mut st) = s.stream.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), st.shutdown()).await;
+            }
+            debug!(?end, "IMAP session ended");
+            end
+        }
+    }
+}
+
+/// Copy bytes both ways until both sides are done or the connection is idle
+/// for `idle`. Half-close is passed on; buffers are big only while data flows.
+pub async fn splice<A, B>(a: A, b: B, a_pending: &[u8], b_pending: &[u8], idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let epoch = Instant::now();
+    let last = AtomicU64::new(0);
+    let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // Bytes each side sent before the splice began (pipelined commands).
+    if !a_pending.is_empty()
+        && (bw.write_all(a_pending).await.is_err() || bw.flush().await.is_err())
+    {
+        return;
+    }
+    if !b_pending.is_empty()
+        && (aw.write_all(b_pending).await.is_err() || aw.flush().await.is_err())
+    {
+        return;
+    }
+    let up = pump(&mut ar, &mut bw, &touch);
+    let down = pump(&mut br, &mut aw, &touch);
+    let watchdog = async {
+        loop {
+            let since = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if since >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - since).await;
+        }
+    };
+    tokio::pin!(up, down, watchdog);
+    let mut up_done = false;
+    let mut down_done = false;
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                up_done = true;
+                if r.is_err() { break; }
+            }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                if r.is_err() { break; }
+            }
+            _ = &mut watchdog => {
+                debug!("spliced session idle; closing");
+                break;
+            }
+        }
+        if up_done && down_done {
+            break;
+        }
+    }
+}
+
+/// One direction: read, write, flush; on EOF shut the writer down.
+async fn pump<R, W>(r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = [0u8; SMALL_BUF];
+    let mut big: Option<Vec<u8>> = None;
+    loop {
+        let n = match big.as_mut() {
+            Some(b) => r.read(b).await?,
+            None => r.read(&mut small).await?,
+        };
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        touch();
+        match big.as_ref() {
+            Some(b) => w.write_all(&b[..n]).await?,
+            None => w.write_all(&small[..n]).await?,
+        }
+        w.flush().await?;
+        // Bulk transfer: switch to a large buffer; back to small once the
+        // flow turns interactive, so idle sessions hold no big buffers.
+        match big {
+            None if n == SMALL_BUF => big = Some(vec![0u8; BULK_BUF]),
+            Some(_) if n < SMALL_BUF => big = None,
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The upstream IMAP client: connect with implicit TLS or STARTTLS (never a
+//! plaintext fallback), read the greeting (OK, PREAUTH, BYE), log in with
+//! XOAUTH2/OAUTHBEARER (SASL-IR when offered) or LOGIN / AUTHENTICATE PLAIN
+//! with an app password, and learn the post-login capabilities. After that
+//! the connection is handed to the splice and this module is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rustls::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::auth::credentials::Credential;
+use crate::config::{Account, Endpoint};
+use crate::imap::codec::{
+    self, AuthResponse, Code, Command, CommandKind, Decoded, Framer, Limits, LiteralSupport,
+    Response, Status, StatusResponse, Tag,
+};
+use crate::io::{ClientStream, MaybeTls};
+use crate::providers::TlsMode;
+use crate::sasl::{self, Mechanism};
+use crate::secret::Secret;
+use crate::upstream::UpstreamError;
+
+/// Caps for reading the upstream before login.
+const RESPONSE_LIMITS: Limits = Limits {
+    max_line: 64 * 1024,
+    max_literal: 256 * 1024,
+    max_nonsync_literal: 256 * 1024,
+    max_frame: 512 * 1024,
+};
+
+/// Where and how to reach one account's IMAP server.
+#[derive(Debug, Clone)]
+pub struct ImapAccount {
+    pub account: String,
+    pub endpoint: Endpoint,
+    pub username: String,
+    pub credential: Credential,
+    pub tls: Arc<ClientConfig>,
+    pub timeout: Duration,
+}
+
+impl ImapAccount {
+    pub fn from_account(
+        a: &Account,
+        credential: Option<Credential>,
+        timeout: Duration,
+    ) -> Result<Option<ImapAccount>, crate::tls::TlsError> {
+        let Some(imap) = &a.imap else { return Ok(None) };
+        let Some(credential) = credential else {
+            return Ok(None);
+        };
+        Ok(Some(ImapAccount {
+            account: a.name.clone(),
+            endpoint: imap.endpoint.clone(),
+            username: imap.username.clone(),
+            credential,
+            tls: crate::tls::client_config(a.ca_file.as_deref())?,
+            timeout,
+        }))
+    }
+
+    fn target(&self) -> String {
+        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+}
+
+/// A connection to the upstream IMAP server, before or after login.
+pub struct ImapUpstream {
+    pub stream: ClientStream<TcpStream>,
+    /// Bytes read but not yet consumed (handed to the splice after login).
+    pub rbuf: BytesMut,
+    framer: Framer,
+    pub caps: Vec<String>,
+    pub peer: SocketAddr,
+    target: String,
+    timeout: Duration,
+    next_tag: u32,
+    /// The server said PREAUTH: already logged in.
+    preauth: bool,
+}
+
+/// Why the upstream login failed, telling a refused cached token apart.
+pub enum LoginFailure {
+    Error(UpstreamError),
+    CachedTokenRefused(Secret, UpstreamError),
+}
+
+impl From<UpstreamError> for LoginFailure {
+    fn from(e: UpstreamError) -> Self {
+        LoginFailure::Error(e)
+    }
+}
+
+impl ImapUpstream {
+    /// TCP, TLS as configured, greeting, capabilities.
+    pub async fn connect(cfg: &ImapAccount) -> Result<ImapUpstream, UpstreamError> {
+        let target = cfg.target();
+        let (tcp, peer) =
+            crate::upstream::dial(&cfg.endpoint.host, cfg.endpoint.port, cfg.timeout).await?;
+        let stream = match cfg.endpoint.tls {
+            TlsMode::Implicit => MaybeTls::Tls(Box::new(
+                crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, tcp, cfg.timeout).await?,
+            )),
+            _ => MaybeTls::Plain(tcp),
+        };
+        let mut up = ImapUpstream {
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            framer: Framer::for_responses(RESPONSE_LIMITS),
+            caps: Vec::new(),
+            peer,
+            target: target.clone(),
+            timeout: cfg.timeout,
+            next_tag: 1,
+            preauth: false,
+        };
+        let greeting = match up.read_frame("the greeting").await {
+            Ok(f) => f,
+            Err(UpstreamError::Timeout { .. }) => {
+                return Err(UpstreamError::NoGreeting {
+                    target,
+                    secs: cfg.timeout.as_secs().max(1),
+                    tls: cfg.endpoint.tls,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let greeting = codec::parse_greeting(&greeting).map_err(|e| UpstreamError::Protocol {
+            target: target.clone(),
+            what: format!("bad greeting: {e}"),
+        })?;
+        match greeting.status {
+            Status::Bye => {
+                return Err(UpstreamError::Greeting {
+                    target,
+                    detail: format!("* BYE {}", greeting.text),
+                })
+            }
+            Status::PreAuth => up.preauth = true,
+            _ => {}
+        }
+        if let Some(caps) = greeting.capabilities() {
+            up.caps = caps.to_vec();
+        }
+        if cfg.endpoint.tls == TlsMode::Starttls {
+            if up.preauth {
+                // RFC 9051 7.1.4: PREAUTH on a cleartext connection cannot be
+                // upgraded; refuse rather than run in plaintext.
+                return Err(UpstreamError::NoStartTls { target });
+            }
+            if up.caps.is_empty() {
+                up.capability().await?;
+            }
+            if !codec::has_capability(&up.caps, "STARTTLS") {
+                return Err(UpstreamError::NoStartTls { target });
+            }
+            let tag = up.tag();
+            up.send(&Command {
+                tag: tag.clone(),
+                kind: CommandKind::StartTls,
+            })
+            .await?;
+            let done = up.tagged(&tag, "STARTTLS").await?;
+            if done.status != Status::Ok {
+                return Err(UpstreamError::NoStartTls { target });
+            }
+            if !up.rbuf.is_empty() {
+                return Err(UpstreamError::Protocol {
+                    target,
+                    what: "data after the STARTTLS reply (possible injection)".into(),
+                });
+            }
+            let MaybeTls::Plain(tcp) = up.stream else {
+                unreachable!("plaintext before STARTTLS")
+            };
+            up.stream = MaybeTls::Tls(Box::new(
+                crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, tcp, cfg.timeout).await?,
+            ));
+            up.framer = Framer::for_responses(RESPONSE_LIMITS);
+            up.caps.clear();
+        }
+        if up.caps.is_empty() && !up.preauth {
+            up.capability().await?;
+        }
+        Ok(up)
+    }
+
+    fn tag(&mut self) -> Tag {
+        let t = Tag::new(&format!("P{}", self.next_tag)).expect("valid tag");
+        self.next_tag += 1;
+        t
+    }
+
+    async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
+        match tokio::time::timeout(self.timeout, async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(UpstreamError::Io {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                target: self.target.clone(),
+                stage,
+                secs: self.timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Send a command, waiting for `+` between literal parts.
+    async fn send(&mut self, cmd: &Command) -> Result<(), UpstreamError> {
+        let parts = codec::encode_command(cmd, LiteralSupport::from_capabilities(&self.caps))
+            .map_err(|e| UpstreamError::Protocol {
+                target: self.target.clone(),
+                what: format!("cannot encode the command: {e}"),
+            })?;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                // Wait for the continuation before a synchronising literal.
+                loop {
+                    let f = self.read_frame("a literal continuation").await?;
+                    match codec::parse_response(&f) {
+                        Ok(Response::Continue(_)) => break,
+                        Ok(Response::Status(s)) if s.tag.is_some() => {
+                            return Err(UpstreamError::Protocol {
+                                target: self.target.clone(),
+                                what: format!(
+                                    "command refused before its literal: {:?} {}",
+                                    s.status, s.text
+                                ),
+                            })
+                        }
+                        _ => continue,
+                    }
+                }
+            }
+            self.write(part, "a command").await?;
+        }
+        Ok(())
+    }
+
+    async fn read_frame(&mut self, stage: &'static str) -> Result<Vec<u8>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.framer.decode(&mut self.rbuf) {
+                Ok(Decoded::Frame(f)) => return Ok(f.as_bytes().to_vec()),
+                Ok(Decoded::Incomplete) | Ok(Decoded::NeedContinuation { .. }) => {}
+                Err(e) => {
+                    return Err(UpstreamError::Protocol {
+                        target: self.target.clone(),
+                        what: format!("while reading {stage}: {e}"),
+                    })
+                }
+            }
+            self.rbuf.reserve(8192);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) => {
+                    return Err(UpstreamError::Io {
+                        target: self.target.clone(),
+                        reason: format!("connection closed while waiting for {stage}"),
+                    })
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(UpstreamError::Io {
+                        target: self.target.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(UpstreamError::Timeout {
+                        target: self.target.clone(),
+                        stage,
+                        secs: self.timeout.as_secs(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Read until the tagged response for `tag`, noting CAPABILITY on the way.
+    async fn tagged(
+        &mut self,
+        tag: &Tag,
+        stage: &'static str,
+    ) -> Result<StatusResponse, UpstreamError> {
+        loop {
+            let f = self.read_frame(stage).await?;
+            match codec::parse_response(&f) {
+                Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
+                Ok(Response::Status(s)) if s.tag.is_none() && s.status == Status::Bye => {
+                    return Err(UpstreamError::Io {
+                        target: self.target.clone(),
+                        reason: format!("server said BYE: {}", s.text),
+                    })
+                }
+                Ok(Response::Capability(c)) => self.caps = c,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "unparsed upstream response ignored");
+                }
+            }
+        }
+    }
+
+    async fn capability(&mut self) -> Result<(), UpstreamError> {
+        let tag = self.tag();
+        self.send(&Command {
+            tag: tag.clone(),
+            kind: CommandKind::Capability,
+        })
+        .await?;
+        let done = self.tagged(&tag, "CAPABILITY").await?;
+        if done.status != Status::Ok {
+            return Err(UpstreamError::Protocol {
+                target: self.target.clone(),
+                what: format!("CAPABILITY refused: {}", done.text),
+            });
+        }
+        Ok(())
+    }
+
+    fn offers(&self, m: Mechanism) -> bool {
+        codec::has_capability(&self.caps, &format!("AUTH={}", m.as_str()))
+    }
+
+    /// Log in with the account's credential. On success `caps` holds the
+    /// post-login capabilities.
+    pub async fn login(&mut self, cfg: &ImapAccount) -> Result<(), LoginFailure> {
+        if self.preauth {
+            return Ok(());
+        }
+        let tag = self.tag();
+        let mut fresh = true;
+        let mut used_token = None;
+        let what;
+        let done = match &cfg.credential {
+            Credential::Password(src) => {
+                what = "app password";
+                let pw = Credential::password(&cfg.account, src)
+                    .map_err(|e| LoginFailure::Error(e.into()))?;
+                if !codec::has_capability(&self.caps, "LOGINDISABLED") {
+                    self.send(&Command {
+                        tag: tag.clone(),
+                        kind: CommandKind::Login {
+                            user: cfg.username.clone(),
+                            password: pw,
+                        },
+                    })
+                    .await?;
+                    self.tagged(&tag, "LOGIN").await?
+                } else if self.offers(Mechanism::Plain) {
+                    let raw = sasl::plain_encode("", &cfg.username, &pw);
+                    self.authenticate(&tag, Mechanism::Plain, &raw).await?
+                } else {
+                    return Err(LoginFailure::Error(UpstreamError::NoMechanism {
+                        target: self.target.clone(),
+                        offered: self.caps.join(" "),
+                        needed: "LOGIN or AUTH=PLAIN (app password)",
+                    }));
+                }
+            }
+            Credential::Bearer(src) => {
+                what = "access token";
+                let mech = if self.offers(Mechanism::XOAuth2) {
+                    Mechanism::XOAuth2
+                } else if self.offers(Mechanism::OAuthBearer) {
+                    Mechanism::OAuthBearer
+                } else {
+                    return Err(LoginFailure::Error(UpstreamError::NoMechanism {
+                        target: self.target.clone(),
+                        offered: self.caps.join(" "),
+                        needed: "AUTH=XOAUTH2 or AUTH=OAUTHBEARER (OAuth2)",
+                    }));
+                };
+                let token = src
+                    .token()
+                    .await
+                    .map_err(|e| LoginFailure::Error(UpstreamError::Credential(e.into())))?;
+                fresh = token.fresh;
+                let raw = match mech {
+                    Mechanism::XOAuth2 => sasl::xoauth2_encode(&cfg.username, &token.secret),
+                    _ => sasl::oauthbearer_encode(
+                        &cfg.username,
+                        &cfg.endpoint.host,
+                        cfg.endpoint.port,
+                        &token.secret,
+                    ),
+                };
+                used_token = Some(token.secret);
+                self.authenticate(&tag, mech, &raw).await?
+            }
+        };
+        match done.status {
+            Status::Ok => {
+                match done.code {
+                    Some(Code::Capability(c)) => self.caps = c,
+                    _ => self.capability().await?,
+                }
+                Ok(())
+            }
+            Status::No => {
+                let unavailable = matches!(&done.code, Some(Code::Other { name, .. }) if name.eq_ignore_ascii_case("UNAVAILABLE"));
+                let detail = format!("NO {}", done.text);
+                if unavailable {
+                    return Err(LoginFailure::Error(UpstreamError::AuthTemporary {
+                        account: cfg.account.clone(),
+                        detail,
+                    }));
+                }
+                let e = UpstreamError::AuthRejected {
+                    account: cfg.account.clone(),
+                    what,
+                    detail,
+                };
+                match used_token {
+                    Some(t) if !fresh => Err(LoginFailure::CachedTokenRefused(t, e)),
+                    _ => Err(LoginFailure::Error(e)),
+                }
+            }
+            _ => Err(LoginFailure::Error(UpstreamError::Protocol {
+                target: self.target.clone(),
+                what: format!("login refused: {:?} {}", done.status, done.text),
+            })),
+        }
+    }
+
+    /// AUTHENTICATE with SASL-IR when offered, else via a continuation; the
+    /// bearer error challenge is acknowledged so the server sends its NO.
+    async fn authenticate(
+        &mut self,
+        tag: &Tag,
+        mech: Mechanism,
+        raw: &[u8],
+    ) -> Result<StatusResponse, UpstreamError> {
+        let b64 = sasl::encode_response(raw);
+        let ir = codec::has_capability(&self.caps, "SASL-IR");
+        let b64_ir = if b64 == "=" {
+            String::new()
+        } else {
+            b64.clone()
+        };
+        self.send(&Command {
+            tag: tag.clone(),
+            kind: CommandKind::Authenticate {
+                mechanism: mech.as_str().to_owned(),
+                initial: ir.then(|| Secret::new(b64_ir.clone())),
+            },
+        })
+        .await?;
+        let mut sent_payload = ir;
+        loop {
+            let f = self.read_frame("AUTHENTICATE").await?;
+            match codec::parse_response(&f) {
+                Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
+                Ok(Response::Capability(c)) => self.caps = c,
+                Ok(Response::Continue(text)) => {
+                    let answer = if !sent_payload {
+                        sent_payload = true;
+                        AuthResponse::Data(Secret::new(b64_ir.clone()))
+                    } else {
+                        // The error challenge (base64 JSON): acknowledge it.
+                        let detail = sasl::decode_response(text.trim().as_bytes())
+                            .ok()
+                            .and_then(|r| sasl::bearer_error_decode(&r));
+                        debug!(?detail, "bearer token refused with a challenge");
+                        let ack = sasl::encode_response(sasl::bearer_error_ack(mech));
+                        AuthResponse::Data(Secret::new(if ack == "=" {
+                            String::new()
+                        } else {
+                            ack
+                        }))
+                    };
+                    let line = codec::encode_auth_response(&answer).map_err(|e| {
+                        UpstreamError::Protocol {
+                            target: self.target.clone(),
+                            what: format!("cannot encode the SASL answer: {e}"),
+                        }
+                    })?;
+                    self.write(&line, "AUTHENTICATE").await?;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "unparsed upstream response ignored"),
+            }
+        }
+    }
+
+    /// Connect and log in, retrying once with a new token when the server
+    /// refuses a cached one.
+    pub async fn open(cfg: &ImapAccount) -> Result<ImapUpstream, UpstreamError> {
+        let mut retried = false;
+        loop {
+            let mut up = ImapUpstream::connect(cfg).await?;
+            match up.login(cfg).await {
+                Ok(()) => return Ok(up),
+                Err(LoginFailure::CachedTokenRefused(token, _)) if !retried => {
+                    tracing::info!(account = %cfg.account, "upstream refused the cached token; fetching a new one");
+                    if let Credential::Bearer(src) = &cfg.credential {
+                        src.invalidate(&token).await;
+                    }
+                    retried = true;
+                }
+                Err(LoginFailure::CachedTokenRefused(_, e)) | Err(LoginFailure::Error(e)) => {
+                    return Err(e)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Sending pools (issue 6): work in progress.

@@ -1,0 +1,237 @@
+//! Shared by the SMTP and IMAP upstream clients: reaching a provider (DNS,
+//! TCP, TLS with the account's trust anchors) and the typed failures with the
+//! fix a user needs (DESIGN.md, "Errors a user sees").
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::auth::credentials::CredentialError;
+use crate::config::Endpoint;
+use crate::providers::TlsMode;
+use crate::smtp::codec::Reply;
+
+/// Why talking to the upstream failed. Each maps to one client reply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot resolve {target}: {reason}")]
+    Resolve { target: String, reason: String },
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("connecting to {target} timed out")]
+    ConnectTimeout { target: String },
+    #[error("{target} sent no greeting within {secs} s")]
+    NoGreeting {
+        target: String,
+        secs: u64,
+        tls: TlsMode,
+    },
+    #[error("{target} refused the connection: {detail}")]
+    Greeting { target: String, detail: String },
+    #[error("TLS handshake with {target} failed: {reason}")]
+    Tls {
+        target: String,
+        reason: String,
+        tls: TlsMode,
+    },
+    #[error("{target} does not offer STARTTLS")]
+    NoStartTls { target: String },
+    #[error("{target} offers no usable AUTH mechanism (offered: {offered}; needed: {needed})")]
+    NoMechanism {
+        target: String,
+        offered: String,
+        needed: &'static str,
+    },
+    #[error("upstream rejected the {what} of account {account}: {detail}")]
+    AuthRejected {
+        account: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("upstream could not check the login of account {account} right now: {detail}")]
+    AuthTemporary { account: String, detail: String },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("{target} broke the protocol: {what}")]
+    Protocol { target: String, what: String },
+    #[error("connection to {target} lost: {reason}")]
+    Io { target: String, reason: String },
+    #[error("{target} did not answer {stage} within {secs} s")]
+    Timeout {
+        target: String,
+        stage: &'static str,
+        secs: u64,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the same thing may work later without a change of config.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::NoStartTls { .. }
+                | UpstreamError::NoMechanism { .. }
+                | UpstreamError::Tls { .. }
+        )
+    }
+
+    /// What the user should do about it (for replies, logs and `doctor`).
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            UpstreamError::Resolve { .. } => "check the host name and this machine's DNS".into(),
+            UpstreamError::Connect { target, .. } | UpstreamError::ConnectTimeout { target } => {
+                let imap = target.ends_with(":993") || target.ends_with(":143");
+                let ports = if imap { "993 (implicit TLS) or 143 (STARTTLS)" } else { "587 (STARTTLS) or 465 (implicit TLS)" };
+                format!("{target} cannot be reached: the port is probably blocked by a firewall or the ISP; try {ports}")
+            }
+            UpstreamError::NoGreeting { target, tls, .. } => match tls {
+                TlsMode::Starttls | TlsMode::None => format!(
+                    "{target} may expect TLS from the first byte (ports 465/993): set tls = \"implicit\""
+                ),
+                TlsMode::Implicit => "the server accepted TLS but stayed silent; check the port".into(),
+            },
+            UpstreamError::Tls { target, reason, tls } => {
+                if reason.contains("corrupt message") || reason.contains("InvalidContentType") || reason.contains("invalid") && reason.contains("message") {
+                    format!(
+                        "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
+                    )
+                } else if reason.contains("certificate") || reason.contains("UnknownIssuer") || reason.contains("NotValidForName") {
+                    format!(
+                        "the certificate of {target} is not valid for that name or not trusted: check the host name, or add its CA with ca_file"
+                    )
+                } else if reason.contains("version") || reason.contains("ProtocolVersion") {
+                    "the server offers only TLS older than 1.2, which Postern refuses".into()
+                } else if *tls == TlsMode::Implicit {
+                    format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
+                } else {
+                    format!("TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)")
+                }
+            }
+            UpstreamError::NoStartTls { target } => format!(
+                "{target} does not offer STARTTLS, so the credentials would travel in plaintext; use the provider's implicit-TLS port (465) with tls = \"implicit\""
+            ),
+            UpstreamError::NoMechanism { needed, .. } => {
+                format!("the server does not accept {needed}; check auth = … for this account")
+            }
+            UpstreamError::AuthRejected { account, what, .. } => {
+                if *what == "access token" {
+                    format!("the token was refused: renew consent with `postern auth {account}` or check token_command")
+                } else {
+                    "the provider wants an app password (with 2-step verification) or OAuth, not the account password; Google Workspace and Microsoft accept OAuth only".to_string()
+                }
+            }
+            UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
+            UpstreamError::Credential(CredentialError::Token(t)) if !t.is_transient() => t.to_string(),
+            UpstreamError::Credential(_) => "set the password variable or file named in the account".into(),
+            _ => return None,
+        })
+    }
+
+    /// The SMTP reply a local client gets for this failure.
+    pub fn smtp_reply(&self) -> Reply {
+        let text = match self.hint() {
+            Some(h) => format!("{self}. Fix: {h}"),
+            None => self.to_string(),
+        };
+        match self {
+            UpstreamError::AuthRejected { .. }
+            | UpstreamError::AuthTemporary { .. }
+            | UpstreamError::Credential(_) => Reply::new(454, "4.7.0", text),
+            UpstreamError::Tls { .. }
+            | UpstreamError::NoStartTls { .. }
+            | UpstreamError::NoMechanism { .. } => Reply::new(454, "4.7.0", text),
+            UpstreamError::Connect { .. }
+            | UpstreamError::ConnectTimeout { .. }
+            | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
+            _ => Reply::new(451, "4.4.2", text),
+        }
+    }
+}
+
+/// Resolve and connect (each address in turn), within `timeout` per step.
+pub async fn dial(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), UpstreamError> {
+    let target = format!("{host}:{port}");
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return Err(UpstreamError::Resolve {
+                    target,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(UpstreamError::Resolve {
+                    target,
+                    reason: "DNS timed out".into(),
+                })
+            }
+        };
+    let mut last_err = UpstreamError::Resolve {
+        target: target.clone(),
+        reason: "no addresses".into(),
+    };
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, addr));
+            }
+            Ok(Err(e)) => {
+                last_err = UpstreamError::Connect {
+                    target: target.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            Err(_) => {
+                last_err = UpstreamError::ConnectTimeout {
+                    target: target.clone(),
+                }
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// TLS client handshake towards `endpoint` (certificate checked for its host).
+pub async fn tls_connect(
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let target = format!("{}:{}", endpoint.host, endpoint.port);
+    let host = endpoint
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = ServerName::try_from(host).map_err(|_| UpstreamError::Tls {
+        target: target.clone(),
+        reason: "the host is not a valid TLS server name".into(),
+        tls: endpoint.tls,
+    })?;
+    let connector = TlsConnector::from(tls.clone());
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(UpstreamError::Tls {
+            target,
+            reason: e.to_string(),
+            tls: endpoint.tls,
+        }),
+        Err(_) => Err(UpstreamError::Tls {
+            target,
+            reason: "handshake timed out (the server may expect plaintext first: STARTTLS)".into(),
+            tls: endpoint.tls,
+        }),
+    }
+}
