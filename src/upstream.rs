@@ -80,12 +80,21 @@ impl UpstreamError {
         )
     }
 
-    /// What the user should do about it (for replies, logs and `doctor`).
+    /// What the user should do about it (for replies, logs and `doctor`),
+    /// for an SMTP server.
     pub fn hint(&self) -> Option<String> {
+        self.hint_for(false)
+    }
+
+    /// The same for an IMAP server.
+    pub fn imap_hint(&self) -> Option<String> {
+        self.hint_for(true)
+    }
+
+    fn hint_for(&self, imap: bool) -> Option<String> {
         Some(match self {
             UpstreamError::Resolve { .. } => "check the host name and this machine's DNS".into(),
             UpstreamError::Connect { target, .. } | UpstreamError::ConnectTimeout { target } => {
-                let imap = target.ends_with(":993") || target.ends_with(":143");
                 let ports = if imap { "993 (implicit TLS) or 143 (STARTTLS)" } else { "587 (STARTTLS) or 465 (implicit TLS)" };
                 format!("{target} cannot be reached: the port is probably blocked by a firewall or the ISP; try {ports}")
             }

@@ -560,7 +560,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ) if !t.is_transient() => "AUTHENTICATIONFAILED",
                     _ => "UNAVAILABLE",
                 };
-                let text = match e.hint() {
+                let text = match e.imap_hint() {
                     Some(h) => format!("{e}. Fix: {h}"),
                     None => e.to_string(),
                 };
@@ -715,5 +715,80 @@ where
             Some(_) if n < SMALL_BUF => big = None,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
+
+    /// On a non-loopback listener: LOGINDISABLED and no AUTH=PLAIN until
+    /// STARTTLS; LOGIN is refused with PRIVACYREQUIRED; plaintext pipelined
+    /// after STARTTLS is dropped.
+    #[tokio::test]
+    async fn non_loopback_needs_starttls_before_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!("[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\n");
+        let config = Config::from_str(&toml, &dir.path().join("p.toml")).unwrap();
+        let tls = crate::tls::server_config(None, dir.path()).unwrap();
+        let ctx = Arc::new(ImapContext {
+            hostname: "test".into(),
+            limits: config.limits.clone(),
+            users: Arc::new(Users::new(&config.users, &config.limits)),
+            accounts: Default::default(),
+            tls_mode: TlsMode::Starttls,
+            acceptor: Some(TlsAcceptor::from(tls)),
+            shutdown: CancellationToken::new(),
+        });
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let local: SocketAddr = "192.0.2.1:143".parse().unwrap();
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), "192.0.2.9:5000".parse().unwrap(), local));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut rd = BufReader::new(rd);
+        let mut line = String::new();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.contains("LOGINDISABLED") && line.contains("STARTTLS") && !line.contains("AUTH=PLAIN"), "{line}");
+        wr.write_all(b"a LOGIN app test-pass\r\n").await.unwrap();
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("a NO [PRIVACYREQUIRED]"), "{line}");
+        wr.write_all(b"b AUTHENTICATE PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("b NO [PRIVACYREQUIRED]"), "{line}");
+        wr.write_all(b"c STARTTLS\r\nd LOGOUT\r\n").await.unwrap();
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("c OK"), "{line}");
+        let client = rd.into_inner().unsplit(wr);
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect("localhost".try_into().unwrap(), client).await.unwrap();
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut rd = BufReader::new(rd);
+        wr.write_all(b"e CAPABILITY\r\n").await.unwrap();
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("* CAPABILITY") && line.contains("AUTH=PLAIN") && !line.contains("LOGINDISABLED"), "the injected LOGOUT was answered? {line}");
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("e OK"), "{line}");
+        wr.write_all(b"f LOGOUT\r\n").await.unwrap();
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("* BYE"));
+        assert_eq!(task.await.unwrap(), End::Logout);
     }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod fake_smtp;
 mod harness;
+mod imap;
 mod local_smtp;
 mod providers;
 mod relay;
