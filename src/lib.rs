@@ -14,6 +14,7 @@ pub mod imap;
 pub mod io;
 pub mod pool;
 pub mod providers;
+pub mod rewrite;
 pub mod route;
 pub mod sasl;
 pub mod secret;
