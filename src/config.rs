@@ -220,8 +220,12 @@ pub struct Pool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// How long a client may stay silent, and how long one command line (or
+    /// pre-login IMAP command) may take from its first byte to its line end.
     pub idle_timeout: Duration,
     pub imap_idle_timeout: Duration,
+    /// The whole of one SMTP DATA phase, from the 354 to the final dot.
+    pub data_timeout: Duration,
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_bad_commands: u32,
@@ -240,6 +244,7 @@ impl Default for Limits {
             max_connections: 500,
             idle_timeout: Duration::from_secs(300),
             imap_idle_timeout: Duration::from_secs(31 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
             max_message_size: 25 * 1024 * 1024,
             max_recipients: 100,
             max_bad_commands: 20,
@@ -361,6 +366,8 @@ struct RawLimits {
     idle_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     imap_idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    data_timeout: Option<Duration>,
     max_message_size: Option<usize>,
     max_recipients: Option<usize>,
     max_bad_commands: Option<u32>,
@@ -623,6 +630,12 @@ impl Config {
                 }
                 d.imap_idle_timeout = v;
             }
+            if let Some(v) = l.data_timeout {
+                if v.is_zero() {
+                    return Err(c.err("limits.data_timeout", "must be more than 0"));
+                }
+                d.data_timeout = v;
+            }
             if let Some(v) = l.max_message_size {
                 if v < 1024 {
                     return Err(c.err("limits.max_message_size", "must be at least 1024 bytes"));
@@ -809,10 +822,11 @@ impl Config {
         let l = &self.limits;
         let _ = writeln!(
             w,
-            "\nlimits: max_connections={} idle_timeout={} imap_idle_timeout={} max_message_size={} max_recipients={} max_bad_commands={} auth_failure_delay={} auth_backoff_max={}",
+            "\nlimits: max_connections={} idle_timeout={} imap_idle_timeout={} data_timeout={} max_message_size={} max_recipients={} max_bad_commands={} auth_failure_delay={} auth_backoff_max={}",
             l.max_connections,
             humantime::format_duration(l.idle_timeout),
             humantime::format_duration(l.imap_idle_timeout),
+            humantime::format_duration(l.data_timeout),
             l.max_message_size,
             l.max_recipients,
             l.max_bad_commands,
@@ -1027,6 +1041,9 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
                         "auth = \"oauth2\" needs token_command = \"…\" or oauth = { client_id = \"…\" }",
                     ));
                 }
+                if let Some(o) = &a.oauth {
+                    check_oauth(c, &key, preset.and_then(|p| p.oauth), o)?;
+                }
             }
         }
     }
@@ -1050,7 +1067,10 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         ca_file: a.ca_file.map(|p| c.path(&p)),
         auth,
         token_command: a.token_command,
-        oauth: a.oauth,
+        oauth: a.oauth.map(|mut o| {
+            o.client_secret_file = o.client_secret_file.map(|f| c.path(&f));
+            o
+        }),
         password,
         daily_limit: a.daily_limit,
         window: a
@@ -1061,6 +1081,129 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         jitter: a.jitter,
         ramp: a.ramp,
     })
+}
+
+/// Built-in OAuth settings (`oauth = { … }`): what can be checked without
+/// the network. Endpoints come from the provider preset unless given.
+fn check_oauth(
+    c: &Checker,
+    key: &str,
+    provider: Option<providers::OAuthProvider>,
+    o: &OAuthConfig,
+) -> Result<(), ConfigError> {
+    use providers::OAuthProvider as P;
+    let k = |field: &str| format!("{key}.oauth.{field}");
+    if o.client_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        return Err(c.err(k("client_id"), "empty client_id"));
+    }
+    if o.client_secret_env.is_some() && o.client_secret_file.is_some() {
+        return Err(c.err(
+            k("client_secret_env"),
+            "give client_secret_env or client_secret_file, not both",
+        ));
+    }
+    for (field, value) in [
+        ("auth_url", &o.auth_url),
+        ("token_url", &o.token_url),
+        ("device_url", &o.device_url),
+    ] {
+        let Some(v) = value else { continue };
+        let ok = url::Url::parse(v).ok().is_some_and(|u| match u.scheme() {
+            "https" => u.host().is_some(),
+            "http" => u.host_str().is_some_and(is_loopback_host),
+            _ => false,
+        });
+        if !ok {
+            return Err(c.err(
+                k(field),
+                format!("\"{v}\" must be an https:// URL (http:// only on a loopback address)"),
+            ));
+        }
+    }
+    if let Some(t) = &o.tenant {
+        if t.is_empty()
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(c.err(
+                k("tenant"),
+                "a tenant is \"common\", \"organizations\", a tenant id or a domain like contoso.onmicrosoft.com",
+            ));
+        }
+    }
+    if let Some(s) = &o.scopes {
+        if s.iter()
+            .any(|x| x.trim().is_empty() || x.contains(char::is_whitespace))
+        {
+            return Err(c.err(k("scopes"), "each scope is one word, with no spaces"));
+        }
+    }
+    let grant = o.grant.unwrap_or(Grant::AuthorizationCode);
+    if provider.is_none() {
+        let needed = match grant {
+            Grant::AuthorizationCode => Some(("auth_url", &o.auth_url)),
+            Grant::Device => Some(("device_url", &o.device_url)),
+            Grant::ClientCredentials => None,
+        };
+        if o.token_url.is_none() {
+            return Err(c.err(
+                k("token_url"),
+                "needed: this account has no provider preset with OAuth endpoints",
+            ));
+        }
+        if let Some((field, None)) = needed {
+            return Err(c.err(
+                k(field),
+                "needed for this grant: this account has no provider preset with OAuth endpoints",
+            ));
+        }
+    }
+    match (grant, provider) {
+        (Grant::Device, Some(P::Yahoo | P::Aol)) if o.device_url.is_none() => {
+            return Err(c.err(
+                k("grant"),
+                "this provider has no device flow; leave grant out and use `postern auth --no-browser` on a machine without a browser",
+            ));
+        }
+        (Grant::Device, Some(P::Google)) if o.scopes.is_none() => {
+            return Err(c.err(
+                k("grant"),
+                "Google's device flow does not allow the Gmail scope; leave grant out and use `postern auth --no-browser` on a machine without a browser",
+            ));
+        }
+        (Grant::ClientCredentials, _) => {
+            if o.client_secret_env.is_none() && o.client_secret_file.is_none() {
+                return Err(c.err(
+                    k("grant"),
+                    "grant = \"client_credentials\" needs the app's secret: client_secret_env or client_secret_file",
+                ));
+            }
+            match provider {
+                Some(P::Microsoft) => {
+                    let tenant = o.tenant.as_deref().unwrap_or("common");
+                    if ["common", "organizations", "consumers"].contains(&tenant) {
+                        return Err(c.err(
+                            k("tenant"),
+                            "grant = \"client_credentials\" needs your tenant: tenant = \"<tenant id>\" or \"contoso.onmicrosoft.com\"",
+                        ));
+                    }
+                }
+                Some(_) if o.token_url.is_none() => {
+                    return Err(c.err(
+                        k("grant"),
+                        "this provider has no app-only (client_credentials) access to mailboxes",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `user@localhost` style addresses are fine for loopback test setups.

@@ -122,13 +122,24 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
         upstream_timeout: STEP_TIMEOUT,
         ..config.limits.clone()
     };
-    let relay = match AccountRelay::from_account(a, &config.hostname, &limits) {
+    let tokens = if crate::auth::oauth::uses_builtin(a) {
+        match crate::auth::oauth::TokenManager::from_config(config) {
+            Ok(t) => t,
+            Err(e) => {
+                out.step(false, "token store", &e.to_string());
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let relay = match AccountRelay::from_account(a, &config.hostname, &limits, tokens.as_ref()) {
         Ok(Some(r)) => r,
         Ok(None) => {
             if a.smtp.is_none() {
                 out.step(false, "smtp", "this account has no SMTP server configured");
             } else {
-                out.step(false, "credential", "no credential source: built-in OAuth needs `postern auth` (not available in this build); use token_command");
+                out.step(false, "credential", "no credential source: set token_command, or oauth = { client_id = \"…\" } and run `postern auth`");
             }
             return;
         }

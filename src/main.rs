@@ -45,10 +45,24 @@ enum Cmd {
     Providers,
     /// Check an account end to end: DNS, TCP, TLS mode, authentication.
     Doctor { account: String },
-    /// Get OAuth consent for an account.
-    Auth { account: String },
+    /// Get OAuth consent for an account and save its tokens (encrypted) in data_dir.
+    Auth {
+        account: String,
+        /// Do not open a browser: print the address, then paste back the
+        /// address the browser was sent to (for machines without a browser).
+        #[arg(long)]
+        no_browser: bool,
+        /// Use the device flow: print a code to enter on another device
+        /// (Microsoft; Google does not allow it for mail).
+        #[arg(long, conflicts_with = "no_browser")]
+        device: bool,
+    },
     /// Show the state that `run` keeps: tokens, quotas, parked mailboxes.
-    Status,
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,18 +152,61 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::Auth { account } => {
+        Cmd::Auth {
+            account,
+            no_browser,
+            device,
+        } => {
             let config = load(&cli)?;
             if !config.accounts.contains_key(account) {
                 bail!("no account \"{account}\" in {}", config.file.display());
             }
-            bail!("this command is not available in this build yet");
+            init_logging(Some("warn"), cli.log_format);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let opts = postern::auth::oauth::ConsentOptions {
+                no_browser: *no_browser,
+                device: *device,
+            };
+            let mut say = |line: &str| println!("{line}");
+            let done = rt.block_on(postern::auth::oauth::consent(
+                &config, account, opts, &mut say,
+            ))?;
+            println!(
+                "Saved the authorization of account {} in {} (access token valid until {}).",
+                done.account,
+                done.store_file.display(),
+                humantime::format_rfc3339_seconds(done.valid_until)
+            );
+            println!("A running `postern run` uses it at the next login; no restart needed.");
+            Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status => {
-            load(&cli)?;
-            bail!("`postern status` is not available in this build yet");
+        Cmd::Status { json } => {
+            let config = load(&cli)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let quota = rt.block_on(quota_status(&config))?;
+            if *json {
+                let v = serde_json::json!({
+                    "oauth": postern::auth::oauth::status_json(&config),
+                    "quota": quota,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", postern::auth::oauth::status_report(&config));
+                print!("{quota}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The quota state `run` keeps (SQLite in data_dir, or Redis), read while
+/// `run` may be running.
+async fn quota_status(config: &Config) -> anyhow::Result<postern::pool::Status> {
+    let store = postern::pool::Store::open(config).await.context("opening the quota store")?;
+    let pools = postern::pool::Pools::new(config, store)?;
+    Ok(pools.status(jiff::Timestamp::now()).await?)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -13,13 +13,16 @@ use std::sync::Arc;
 use crate::capture::{self, Capture};
 use crate::config::{Config, SendVia};
 use crate::smtp::codec::{MailParams, Path, Reply};
-use crate::smtp::upstream::{AccountRelay, RelayTransaction};
+use crate::pool::Pools;
+use crate::smtp::relay::{DirectTransaction, PoolRoute, PoolTransaction};
+use crate::smtp::upstream::AccountRelay;
 
 /// A destination for a user's mail.
 #[derive(Debug, Clone)]
 pub enum Route {
     Capture(Arc<Capture>),
-    Account(Arc<AccountRelay>),
+    Account(Arc<AccountRelay>, Arc<Pools>),
+    Pool(Arc<PoolRoute>),
 }
 
 /// Facts about the session that a route may record or use.
@@ -38,7 +41,8 @@ pub enum Transaction {
         from: Path,
         rcpts: Vec<Path>,
     },
-    Relay(Box<RelayTransaction>),
+    Relay(Box<DirectTransaction>),
+    Pool(Box<PoolTransaction>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,17 +56,69 @@ pub enum RouterError {
 pub struct Router {
     capture: Arc<Capture>,
     accounts: BTreeMap<String, Arc<AccountRelay>>,
+    pools: Option<Arc<Pools>>,
+    pool_routes: BTreeMap<String, Arc<PoolRoute>>,
 }
 
 impl Router {
     pub fn new(config: &Config, capture: Arc<Capture>) -> Result<Router, RouterError> {
+        Router::with_tokens(config, capture, None)
+    }
+
+    /// Like [`Router::new`], with the token manager that serves built-in
+    /// OAuth accounts (accounts that need it are left out without one).
+    pub fn with_tokens(
+        config: &Config,
+        capture: Arc<Capture>,
+        tokens: Option<&Arc<crate::auth::oauth::TokenManager>>,
+    ) -> Result<Router, RouterError> {
         let mut accounts = BTreeMap::new();
         for a in config.accounts.values() {
-            if let Some(relay) = AccountRelay::from_account(a, &config.hostname, &config.limits)? {
+            if let Some(relay) =
+                AccountRelay::from_account(a, &config.hostname, &config.limits, tokens)?
+            {
                 accounts.insert(a.name.clone(), Arc::new(relay));
             }
         }
-        Ok(Router { capture, accounts })
+        Ok(Router {
+            capture,
+            accounts,
+            pools: None,
+            pool_routes: BTreeMap::new(),
+        })
+    }
+
+    /// Attach the quota counters: account sends are counted and pools routed.
+    pub fn set_pools(&mut self, config: &Config, pools: Arc<Pools>) {
+        self.pool_routes.clear();
+        for (name, p) in &config.pools {
+            let members: BTreeMap<_, _> = p
+                .accounts
+                .iter()
+                .filter_map(|a| self.accounts.get(a).map(|r| (a.clone(), r.clone())))
+                .collect();
+            if members.len() < p.accounts.len() {
+                tracing::warn!(pool = %name, "some pool accounts have no usable credential and are left out");
+            }
+            if members.is_empty() {
+                continue;
+            }
+            self.pool_routes.insert(
+                name.clone(),
+                Arc::new(PoolRoute {
+                    name: name.clone(),
+                    pools: pools.clone(),
+                    members,
+                    from_policy: p.from_policy,
+                    trace_header: config.trace_header,
+                }),
+            );
+        }
+        self.pools = Some(pools);
+    }
+
+    pub fn pools(&self) -> Option<&Arc<Pools>> {
+        self.pools.as_ref()
     }
 
     pub fn account(&self, name: &str) -> Option<&Arc<AccountRelay>> {
@@ -72,8 +128,11 @@ impl Router {
     pub fn route(&self, via: &SendVia) -> Option<Route> {
         match via {
             SendVia::Capture => Some(Route::Capture(self.capture.clone())),
-            SendVia::Account(a) => self.accounts.get(a).map(|r| Route::Account(r.clone())),
-            SendVia::Pool(_) => None,
+            SendVia::Account(a) => {
+                let pools = self.pools.clone()?;
+                self.accounts.get(a).map(|r| Route::Account(r.clone(), pools))
+            }
+            SendVia::Pool(p) => self.pool_routes.get(p).map(|r| Route::Pool(r.clone())),
         }
     }
 }
@@ -96,9 +155,13 @@ impl Route {
                 },
                 Reply::new(250, "2.1.0", "Sender OK (capture)"),
             )),
-            Route::Account(relay) => {
-                let (tx, reply) = RelayTransaction::open(relay.clone(), from, params).await?;
+            Route::Account(relay, pools) => {
+                let (tx, reply) = DirectTransaction::open(relay.clone(), pools.clone(), from, params).await?;
                 Ok((Transaction::Relay(Box::new(tx)), reply))
+            }
+            Route::Pool(route) => {
+                let (tx, reply) = PoolTransaction::open(route.clone(), from, params).await?;
+                Ok((Transaction::Pool(Box::new(tx)), reply))
             }
         }
     }
@@ -113,6 +176,7 @@ impl Transaction {
                 Reply::new(250, "2.1.5", "Recipient OK (capture)")
             }
             Transaction::Relay(tx) => tx.rcpt(to).await,
+            Transaction::Pool(tx) => tx.rcpt(to).await,
         }
     }
 
@@ -139,6 +203,7 @@ impl Transaction {
                 }
             }
             Transaction::Relay(tx) => tx.data(message).await,
+            Transaction::Pool(tx) => tx.data(message).await,
         }
     }
 
@@ -147,6 +212,7 @@ impl Transaction {
         match self {
             Transaction::Capture { .. } => {}
             Transaction::Relay(tx) => tx.abort(),
+            Transaction::Pool(tx) => tx.abort(),
         }
     }
 }

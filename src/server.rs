@@ -39,6 +39,12 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Router(#[from] crate::route::RouterError),
+    #[error("quota store: {0}")]
+    Store(#[from] crate::pool::StoreError),
+    #[error("pools: {0}")]
+    Pool(#[from] crate::pool::PoolError),
+    #[error(transparent)]
+    OAuth(#[from] crate::auth::oauth::OAuthError),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -157,7 +163,21 @@ impl Server {
             source,
         })?;
         let users = Arc::new(Users::new(&config.users, &config.limits));
-        let router = Arc::new(Router::new(config, Arc::new(capture))?);
+        // Built-in OAuth accounts share one token manager (None without any).
+        let tokens = crate::auth::oauth::TokenManager::from_config(config)?;
+        let mut router = Router::with_tokens(config, Arc::new(capture), tokens.as_ref())?;
+        let store = crate::pool::Store::open(config).await?;
+        info!(store = %store.describe(), "quota store");
+        let pools = Arc::new(crate::pool::Pools::new(config, store)?);
+        // A restart is when credentials change: give auth-parked mailboxes
+        // another chance.
+        for a in config.accounts.keys() {
+            if let Err(e) = pools.unpark(a, Some(crate::pool::ParkKind::Auth)).await {
+                warn!(account = %a, error = %e, "could not clear an auth parking");
+            }
+        }
+        router.set_pools(config, pools);
+        let router = Arc::new(router);
         let mut listeners = Vec::new();
 
         let smtp = Service::Smtp(Arc::new(SmtpContext {
@@ -178,7 +198,7 @@ impl Server {
                 let cred = router
                     .account(&a.name)
                     .map(|r| r.cfg.credential.clone())
-                    .or_else(|| Credential::for_account(a));
+                    .or_else(|| Credential::for_account(a, tokens.as_ref()));
                 if let Some(acct) =
                     ImapAccount::from_account(a, cred, config.limits.upstream_timeout)?
                 {
@@ -215,6 +235,7 @@ impl Server {
     /// Accept until shutdown is requested, then give sessions in flight up to
     /// `shutdown_timeout` to finish.
     pub async fn run(self) {
+        raise_nofile_limit();
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
@@ -275,10 +296,11 @@ async fn accept_loop(
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                let tls = b.service.tls().0;
                 tracker.spawn(
                     async move {
                         warn!("too many connections; refusing");
-                        refuse(stream, proto).await;
+                        refuse(stream, proto, tls).await;
                     }
                     .instrument(span),
                 );
@@ -305,6 +327,15 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Raise the soft open-files limit to the hard limit: a proxied IMAP session
+/// holds about four descriptors, and the default soft limit is 1,024.
+pub fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(nofile = n, "open-files limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-files limit"),
     }
 }
 
@@ -335,7 +366,14 @@ async fn wrap(
     }
 }
 
-async fn refuse(mut stream: TcpStream, proto: Proto) {
+/// Refuse a connection over `max_connections`: 421 / `* BYE` on plaintext
+/// listeners; on implicit-TLS ones a plain close (a plaintext reply would be
+/// garbage to a TLS client, and a handshake per refusal would cost the CPU
+/// a flood is already taking).
+async fn refuse(mut stream: TcpStream, proto: Proto, tls: TlsMode) {
+    if tls == TlsMode::Implicit {
+        return;
+    }
     let msg: &[u8] = match proto {
         Proto::Smtp => b"421 4.7.0 Too many connections, try again later\r\n",
         Proto::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",

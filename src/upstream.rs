@@ -141,6 +141,18 @@ impl UpstreamError {
         })
     }
 
+    /// What this failure means for routing.
+    pub fn verdict(&self) -> crate::smtp::upstream::Verdict {
+        use crate::smtp::upstream::Verdict;
+        match self {
+            UpstreamError::AuthRejected { .. } => Verdict::Auth,
+            UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => Verdict::Transient,
+            UpstreamError::Credential(_) => Verdict::Auth,
+            UpstreamError::AuthTemporary { .. } => Verdict::Throttled,
+            _ => Verdict::Transient,
+        }
+    }
+
     /// The SMTP reply a local client gets for this failure.
     pub fn smtp_reply(&self) -> Reply {
         let text = match self.hint() {

@@ -2,6 +2,9 @@
 //! variable or a file, read when needed so a rotated password is picked up)
 //! or a bearer token source.
 
+use std::sync::Arc;
+
+use crate::auth::oauth::TokenManager;
 use crate::auth::token::{TokenError, TokenSource};
 use crate::config::{Account, AuthMethod, PasswordSource};
 use crate::secret::Secret;
@@ -32,14 +35,17 @@ pub enum CredentialError {
 
 impl Credential {
     /// The credential configured for an account. Built-in OAuth accounts
-    /// (no `token_command`) get their source from the token manager.
-    pub fn for_account(a: &Account) -> Option<Credential> {
+    /// (no `token_command`) get their source from the token manager; None
+    /// without one.
+    pub fn for_account(a: &Account, tokens: Option<&Arc<TokenManager>>) -> Option<Credential> {
         match a.auth {
             AuthMethod::Password => a.password.clone().map(Credential::Password),
-            AuthMethod::Oauth2 => a
-                .token_command
-                .as_deref()
-                .map(|cmd| Credential::Bearer(TokenSource::command(&a.name, cmd))),
+            AuthMethod::Oauth2 => match a.token_command.as_deref() {
+                Some(cmd) => Some(Credential::Bearer(TokenSource::command(&a.name, cmd))),
+                None => tokens
+                    .and_then(|m| m.source(&a.name))
+                    .map(Credential::Bearer),
+            },
         }
     }
 

@@ -1,6 +1,7 @@
 //! Bearer tokens for XOAUTH2/OAUTHBEARER: the token-source interface and its
 //! `token_command` implementation (a helper program such as pizauth prints an
-//! access token on stdout).
+//! access token on stdout). The built-in OAuth2 source lives in
+//! [`crate::auth::oauth`] and keeps the same contract.
 //!
 //! A token is cached until it is rejected (or for at most `COMMAND_TOKEN_TTL`,
 //! since helper programs refresh on their own schedule), and fetched by one
@@ -33,10 +34,14 @@ pub enum TokenError {
     Failed { account: String, status: String },
     #[error("token_command for account {account} printed no token")]
     Empty { account: String },
-    #[error("account {account} needs OAuth consent: run `postern auth {account}`")]
+    #[error("account {account} needs consent: run `postern auth {account}`")]
     NeedsConsent { account: String },
     #[error("token endpoint for account {account} is unavailable: {reason}")]
     Unavailable { account: String, reason: String },
+    /// The token endpoint refused the client or the request (not the user's
+    /// consent): a configuration problem that retrying does not fix.
+    #[error("OAuth for account {account} failed: {reason}")]
+    Rejected { account: String, reason: String },
 }
 
 impl TokenError {
@@ -62,6 +67,9 @@ pub struct Token {
 #[derive(Debug, Clone)]
 pub enum TokenSource {
     Command(Arc<CommandSource>),
+    /// Built-in OAuth2: tokens from the account's authorization server,
+    /// cached and refreshed by the shared token manager.
+    OAuth(crate::auth::oauth::OAuthSource),
 }
 
 impl TokenSource {
@@ -75,10 +83,16 @@ impl TokenSource {
         }))
     }
 
+    /// Built-in OAuth2 tokens of `account`, from `manager`.
+    pub fn oauth(manager: Arc<crate::auth::oauth::TokenManager>, account: &str) -> TokenSource {
+        TokenSource::OAuth(crate::auth::oauth::OAuthSource::new(manager, account))
+    }
+
     /// A token: cached if valid, else freshly fetched.
     pub async fn token(&self) -> Result<Token, TokenError> {
         match self {
             TokenSource::Command(c) => c.token().await,
+            TokenSource::OAuth(o) => o.token().await,
         }
     }
 
@@ -87,6 +101,7 @@ impl TokenSource {
     pub async fn invalidate(&self, rejected: &Secret) {
         match self {
             TokenSource::Command(c) => c.invalidate(rejected).await,
+            TokenSource::OAuth(o) => o.invalidate(rejected).await,
         }
     }
 }
@@ -226,7 +241,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_callers_run_the_command_once() {
         let src = TokenSource::command("a", "sleep 0.2; echo tok");
-        let TokenSource::Command(c) = &src;
+        let TokenSource::Command(c) = &src else {
+            unreachable!("a command source")
+        };
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let s = src.clone();

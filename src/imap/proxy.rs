@@ -64,6 +64,11 @@ struct Session<S> {
     rbuf: BytesMut,
     framer: Framer,
     bad: u32,
+    /// When the first byte of the frame now pending arrived (None: nothing
+    /// pending). See `read_frame`.
+    frame_started: Option<Instant>,
+    /// When the last read returned data.
+    last_read: Instant,
 }
 
 enum Next {
@@ -147,11 +152,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Read until a frame is available (answering literal continuations),
-    /// or the session must end.
+    /// or the session must end. Framing errors are answered here.
     async fn next_frame(&mut self) -> Result<Vec<u8>, End> {
         loop {
+            match self.read_frame().await? {
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    if self.frame_error(&e, None).await {
+                        return Err(End::TooManyErrors);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer a framing error (`TAG BAD …` or `* BAD …`; with `auth`, the
+    /// AUTHENTICATE command it interrupts is the one answered). True when the
+    /// session must end.
+    async fn frame_error(&mut self, e: &FrameError, auth: Option<&Tag>) -> bool {
+        let text = match e {
+            FrameError::LiteralTooLarge { .. } => {
+                format!("{e}: Postern accepts small literals before login")
+            }
+            _ => e.to_string(),
+        };
+        let code = matches!(e, FrameError::LiteralTooLarge { .. }).then(|| Code::Other {
+            name: "TOOBIG".into(),
+            args: None,
+        });
+        let tag = auth.or(e.tag()).cloned();
+        let _ = self.status(tag.as_ref(), Status::Bad, code, text).await;
+        if e.is_fatal() {
+            let _ = self
+                .status(
+                    None,
+                    Status::Bye,
+                    None,
+                    "Closing: the connection cannot be resynchronised",
+                )
+                .await;
+            return true;
+        }
+        self.count_bad().await
+    }
+
+    /// Read until the framer gives a frame or an error. `Err(end)`: the
+    /// session is over (the BYE, if any, was sent).
+    ///
+    /// A frame must be complete `idle_timeout` after its first byte arrived:
+    /// a deadline, not restarted by each read, so a client trickling a byte at
+    /// a time (slowloris) cannot hold the session open.
+    async fn read_frame(&mut self) -> Result<Result<Vec<u8>, FrameError>, End> {
+        loop {
             match self.framer.decode(&mut self.rbuf) {
-                Ok(Decoded::Frame(f)) => return Ok(f.as_bytes().to_vec()),
+                Ok(Decoded::Frame(f)) => {
+                    self.frame_done();
+                    return Ok(Ok(f.as_bytes().to_vec()));
+                }
                 Ok(Decoded::NeedContinuation { .. }) => {
                     self.respond(Response::Continue("Ready for literal".into()))
                         .await
@@ -160,43 +217,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Ok(Decoded::Incomplete) => {}
                 Err(e) => {
-                    let fatal = e.is_fatal();
-                    let text = match &e {
-                        FrameError::LiteralTooLarge { .. } => {
-                            format!("{e}: Postern accepts small literals before login")
-                        }
-                        _ => e.to_string(),
-                    };
-                    let code =
-                        matches!(e, FrameError::LiteralTooLarge { .. }).then(|| Code::Other {
-                            name: "TOOBIG".into(),
-                            args: None,
-                        });
-                    let tag = e.tag().cloned();
-                    let _ = self.status(tag.as_ref(), Status::Bad, code, text).await;
-                    if fatal {
-                        let _ = self
-                            .status(
-                                None,
-                                Status::Bye,
-                                None,
-                                "Closing: the connection cannot be resynchronised",
-                            )
-                            .await;
-                        return Err(End::TooManyErrors);
+                    // A refused literal drops its frame; an over-long line
+                    // keeps the clock running until its line end.
+                    if matches!(e, FrameError::LiteralTooLarge { .. }) {
+                        self.frame_done();
                     }
-                    if self.count_bad().await {
-                        return Err(End::TooManyErrors);
-                    }
-                    continue;
+                    return Ok(Err(e));
                 }
             }
             self.rbuf.reserve(READ_CHUNK);
             let idle = self.ctx.limits.idle_timeout;
+            let (until, hard) = match self.frame_started {
+                Some(t) => (t + idle, true),
+                None => (Instant::now() + idle, false),
+            };
             let shutdown = self.ctx.shutdown.clone();
             let stream = self.stream.as_mut().expect("stream");
             let r = tokio::select! {
-                r = tokio::time::timeout(idle, stream.read_buf(&mut self.rbuf)) => r,
+                r = tokio::time::timeout_at(until.into(), stream.read_buf(&mut self.rbuf)) => r,
                 _ = shutdown.cancelled() => {
                     let _ = self.status(None, Status::Bye, Self::code("UNAVAILABLE"), "Postern is shutting down").await;
                     return Err(End::Shutdown);
@@ -204,8 +242,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             match r {
                 Ok(Ok(0)) => return Err(End::ClientClosed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    self.last_read = Instant::now();
+                    self.frame_started.get_or_insert(self.last_read);
+                }
                 Ok(Err(_)) => return Err(End::IoError),
+                Err(_) if hard => {
+                    info!("command not completed in time (slow client)");
+                    let text = format!(
+                        "Command not completed within {}, closing connection",
+                        humantime::format_duration(idle)
+                    );
+                    let _ = self.status(None, Status::Bye, None, text).await;
+                    return Err(End::IdleTimeout);
+                }
                 Err(_) => {
                     let _ = self
                         .status(None, Status::Bye, None, "Idle timeout, closing connection")
@@ -214,6 +264,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+    }
+
+    /// A frame was taken (or refused): what is left in the buffer arrived
+    /// with the last read, so the next frame's clock starts then.
+    fn frame_done(&mut self) {
+        self.frame_started = (!self.rbuf.is_empty()).then_some(self.last_read);
     }
 
     /// Count a bad command; true when the session must end.
@@ -361,8 +417,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         {
                             return Next::End(End::IoError);
                         }
-                        let frame = match self.next_frame().await {
-                            Ok(f) => f,
+                        // A framing error here ends the AUTHENTICATE command
+                        // (answered under its tag), not just the line.
+                        let frame = match self.read_frame().await {
+                            Ok(Ok(f)) => f,
+                            Ok(Err(e)) => {
+                                if self.frame_error(&e, Some(&tag)).await {
+                                    return Next::End(End::TooManyErrors);
+                                }
+                                return Next::Continue;
+                            }
                             Err(e) => return Next::End(e),
                         };
                         match codec::parse_auth_response(&frame) {
@@ -467,6 +531,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.rbuf.clear();
         }
         self.framer = Framer::for_commands(codec::Limits::PRE_AUTH);
+        self.frame_started = None;
         let Some(MaybeTls::Plain(plain)) = self.stream.take() else {
             return Next::End(End::IoError);
         };
@@ -598,6 +663,8 @@ where
         rbuf: BytesMut::with_capacity(1024),
         framer: Framer::for_commands(codec::Limits::PRE_AUTH),
         bad: 0,
+        frame_started: None,
+        last_read: Instant::now(),
     };
     match s.run().await {
         Ok(up) => {

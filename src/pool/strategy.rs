@@ -25,10 +25,14 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StrategyState {
     /// Index of the mailbox to try first next time.
-    RoundRobin { cursor: usize },
+    RoundRobin {
+        cursor: usize,
+    },
     LeastUsed,
     /// nginx's smooth weighted round-robin: one running weight per mailbox.
-    Weighted { current: Vec<i64> },
+    Weighted {
+        current: Vec<i64>,
+    },
 }
 
 impl StrategyState {

@@ -79,14 +79,21 @@ pub fn next_local_midnight(tz: &TimeZone, now: Timestamp) -> Option<Timestamp> {
         .map(|d| d.timestamp())
 }
 
+/// "Never" / "until unparked": the latest instant that survives a round
+/// trip through milliseconds (`Timestamp::MAX` has sub-millisecond digits and
+/// does not), 9999-12-30T22:00:00Z.
+pub const FOREVER: Timestamp = Timestamp::constant(253_402_207_200, 0);
+
+/// Milliseconds to a timestamp, saturating at [`FOREVER`].
 pub fn ms_to_ts(ms: i64) -> Option<Timestamp> {
-    Timestamp::from_millisecond(ms).ok()
+    Timestamp::from_millisecond(ms.min(FOREVER.as_millisecond())).ok()
 }
 
+/// `ts + d`, saturating at [`FOREVER`].
 pub fn add(ts: Timestamp, d: Duration) -> Timestamp {
     match SignedDuration::try_from(d) {
-        Ok(d) => ts.checked_add(d).unwrap_or(Timestamp::MAX),
-        Err(_) => Timestamp::MAX,
+        Ok(d) => ts.checked_add(d).map_or(FOREVER, |t| t.min(FOREVER)),
+        Err(_) => FOREVER,
     }
 }
 
@@ -252,7 +259,10 @@ mod tests {
     fn rolling_cutoff_is_24h_back() {
         let now = ts("2024-05-01T12:00:00Z");
         let w = QuotaWindow::Rolling24h;
-        assert_eq!(w.cutoff_ms(now), ts("2024-04-30T12:00:00Z").as_millisecond());
+        assert_eq!(
+            w.cutoff_ms(now),
+            ts("2024-04-30T12:00:00Z").as_millisecond()
+        );
     }
 
     #[test]
@@ -293,16 +303,25 @@ mod tests {
     #[test]
     fn limits_configured_ramp_ceiling() {
         let now = ts("2024-05-10T00:00:00Z");
-        let ramp = Some(Ramp { start: 20, step: 10 });
+        let ramp = Some(Ramp {
+            start: 20,
+            step: 10,
+        });
         // No send yet: day 0.
         let l = effective_limit(Some(400), ramp, None, None, now);
         assert_eq!(l.value, 20);
         assert_eq!(l.source, LimitSource::Ramp { day: 0 });
         // 23h59 after the first send: still day 0; 24h after: day 1.
         let first = ts("2024-05-09T00:00:01Z");
-        assert_eq!(effective_limit(Some(400), ramp, Some(first), None, now).value, 20);
+        assert_eq!(
+            effective_limit(Some(400), ramp, Some(first), None, now).value,
+            20
+        );
         let first = ts("2024-05-09T00:00:00Z");
-        assert_eq!(effective_limit(Some(400), ramp, Some(first), None, now).value, 30);
+        assert_eq!(
+            effective_limit(Some(400), ramp, Some(first), None, now).value,
+            30
+        );
         // Day 5: 70.
         let first = ts("2024-05-05T00:00:00Z");
         let l = effective_limit(Some(400), ramp, Some(first), None, now);
@@ -332,7 +351,10 @@ mod tests {
             }
         );
         let almost = ts("2024-05-08T09:59:59Z");
-        assert_eq!(effective_limit(Some(500), None, None, Some(c), almost).value, 120);
+        assert_eq!(
+            effective_limit(Some(500), None, None, Some(c), almost).value,
+            120
+        );
         let after = ts("2024-05-08T10:00:00Z");
         let l = effective_limit(Some(500), None, None, Some(c), after);
         assert_eq!((l.value, l.source), (500, LimitSource::Configured));

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,11 @@ use crate::smtp::codec::{self, Command, DataDecoder, DataProgress, Line, MailPar
 /// floor). AUTH responses fit comfortably.
 pub const MAX_LINE: usize = 2048;
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies queued beyond this are written out before more commands are
+/// handled, so a client that pipelines without reading cannot make us buffer
+/// its replies without bound (it then waits on TCP back-pressure, and the
+/// write times out).
+const WBUF_FLUSH: usize = 16 * 1024;
 
 /// What every SMTP session of one listener shares.
 pub struct SmtpContext {
@@ -72,6 +79,13 @@ struct Session<S> {
     bad_commands: u32,
     /// Discarding the rest of an over-long line.
     discarding: bool,
+    /// When the first byte of the command line now pending arrived (None when
+    /// nothing is pending). The line must be complete `idle_timeout` later:
+    /// a deadline, not restarted by each byte, so a client that trickles one
+    /// byte at a time (slowloris) cannot hold a session open.
+    line_started: Option<Instant>,
+    /// When the last read returned data.
+    last_read: Instant,
     /// Shutdown was requested; finish the transaction in flight, then close.
     draining: bool,
 }
@@ -79,7 +93,10 @@ struct Session<S> {
 enum Read {
     Data,
     Closed,
+    /// Silent for `idle_timeout`.
     Timeout,
+    /// The deadline given to `read_more` passed.
+    Deadline,
     Shutdown,
 }
 
@@ -125,25 +142,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Read more bytes into `rbuf`, bounded by the idle timeout; between
-    /// transactions a shutdown request ends the wait.
-    async fn read_more(&mut self, watch_shutdown: bool) -> std::io::Result<Read> {
-        let idle = self.ctx.limits.idle_timeout;
+    /// Read more bytes into `rbuf`, bounded by the idle timeout and by
+    /// `deadline`; between transactions a shutdown request ends the wait.
+    async fn read_more(
+        &mut self,
+        watch_shutdown: bool,
+        deadline: Option<Instant>,
+    ) -> std::io::Result<Read> {
+        let idle_end = Instant::now() + self.ctx.limits.idle_timeout;
+        let (until, hard) = match deadline {
+            Some(d) if d < idle_end => (d, true),
+            _ => (idle_end, false),
+        };
         let shutdown = self.ctx.shutdown.clone();
         let watch = watch_shutdown && !self.draining;
         let len = self.rbuf.len();
         self.rbuf.reserve(READ_CHUNK);
         let stream = self.stream.as_mut().expect("stream");
         let rbuf = &mut self.rbuf;
-        tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_buf(rbuf)) => match r {
+        let r = tokio::select! {
+            r = tokio::time::timeout_at(until, stream.read_buf(rbuf)) => match r {
                 Ok(Ok(0)) => Ok(Read::Closed),
                 Ok(Ok(_)) => Ok(Read::Data),
                 Ok(Err(e)) => Err(e),
-                Err(_) => { self.rbuf.truncate(len); Ok(Read::Timeout) }
+                Err(_) => {
+                    self.rbuf.truncate(len);
+                    Ok(if hard { Read::Deadline } else { Read::Timeout })
+                }
             },
             _ = shutdown.cancelled(), if watch => Ok(Read::Shutdown),
+        };
+        if let Ok(Read::Data) = r {
+            self.last_read = Instant::now();
         }
+        r
+    }
+
+    /// Read more of a command line: the line's deadline runs from its first
+    /// byte (see `line_started`).
+    async fn read_line_more(&mut self, watch_shutdown: bool) -> std::io::Result<Read> {
+        let deadline = self.line_started.map(|t| t + self.ctx.limits.idle_timeout);
+        let r = self.read_more(watch_shutdown, deadline).await;
+        if let Ok(Read::Data) = r {
+            self.line_started.get_or_insert(self.last_read);
+        }
+        r
+    }
+
+    /// The 421 for a command line that did not complete in time.
+    fn line_deadline_reply(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.4.2",
+            format!(
+                "Command line not completed within {}, closing connection",
+                humantime::format_duration(self.ctx.limits.idle_timeout)
+            ),
+        )
+    }
+
+    /// A command line was taken from `rbuf`: whatever follows it arrived with
+    /// the last read, so a pending line (if any) started then.
+    fn line_taken(&mut self) {
+        self.line_started = if self.rbuf.is_empty() && !self.discarding {
+            None
+        } else {
+            Some(self.last_read)
+        };
     }
 
     async fn run(&mut self) -> End {
@@ -163,12 +228,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         let _ = self.flush().await;
                         return end;
                     }
+                    if self.wbuf.len() >= WBUF_FLUSH && self.flush().await.is_err() {
+                        return End::IoError;
+                    }
                     continue;
                 }
                 Some(Err(())) => {
                     if self.count_bad() {
                         let _ = self.flush().await;
                         return End::TooManyErrors;
+                    }
+                    if self.wbuf.len() >= WBUF_FLUSH && self.flush().await.is_err() {
+                        return End::IoError;
                     }
                     continue;
                 }
@@ -186,12 +257,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let _ = self.flush().await;
                 return End::Shutdown;
             }
-            match self.read_more(self.mail.is_none()).await {
+            match self.read_line_more(self.mail.is_none()).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Closed) => return End::ClientClosed,
                 Ok(Read::Timeout) => {
                     self.reply(Reply::new(421, "4.4.2", "Idle timeout, closing connection"));
                     let _ = self.flush().await;
+                    return End::IdleTimeout;
+                }
+                Ok(Read::Deadline) => {
+                    info!("command line not completed in time (slow client)");
+                    self.reply(self.line_deadline_reply());
+                    let _ = self.flush().await;
+                    self.abort_mail().await;
                     return End::IdleTimeout;
                 }
                 Ok(Read::Shutdown) => {
@@ -217,9 +295,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Line::Done { len, consumed } => {
                     let line = self.rbuf[..len].to_vec();
                     self.rbuf.drain(..consumed);
-                    if self.discarding {
+                    let tail = self.discarding;
+                    self.discarding = false;
+                    self.line_taken();
+                    if tail {
                         // The tail of an over-long line: already answered.
-                        self.discarding = false;
                         continue;
                     }
                     return Some(Ok(line));
@@ -228,6 +308,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.rbuf.drain(..consumed);
                     let already = self.discarding;
                     self.discarding = !complete;
+                    if complete {
+                        self.line_taken();
+                    }
                     if already {
                         if complete {
                             continue;
@@ -285,7 +368,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 false
             }
             Command::StartTls => return self.starttls().await,
-            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
+            Command::Auth { mechanism, initial } => match self.auth(&mechanism, initial).await {
+                Ok(bad) => bad,
+                Err(end) => return Some(end),
+            },
             Command::Mail { from, params } => self.mail_from(from, params).await,
             Command::Rcpt { to } => self.rcpt_to(to).await,
             Command::Data => return self.data().await,
@@ -385,6 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.rbuf.clear();
         }
         self.discarding = false;
+        self.line_started = None;
         let plain = match self.stream.take() {
             Some(MaybeTls::Plain(s)) => s,
             other => {
@@ -412,19 +499,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Read one line during an AUTH exchange. None: connection gone.
-    async fn auth_line(&mut self, challenge: &str) -> Option<Result<Vec<u8>, Reply>> {
+    /// Read one line during an AUTH exchange. `Err(end)`: the session is
+    /// over (connection gone, or a 421 was queued).
+    async fn auth_line(&mut self, challenge: &str) -> Result<Result<Vec<u8>, Reply>, End> {
         self.reply(Reply::plain(334, vec![challenge.to_owned()]));
         if self.flush().await.is_err() {
-            return None;
+            return Err(End::IoError);
         }
         loop {
             match self.take_command() {
-                Some(Ok(line)) => return Some(Ok(line)),
+                Some(Ok(line)) => return Ok(Ok(line)),
                 Some(Err(())) => {
                     // take_command queued a 500; replace it with the AUTH reply.
                     self.wbuf.clear();
-                    return Some(Err(Reply::new(
+                    return Ok(Err(Reply::new(
                         500,
                         "5.5.6",
                         "Authentication exchange line too long",
@@ -432,16 +520,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 None => {}
             }
-            match self.read_more(false).await {
+            match self.read_line_more(false).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Timeout) => {
-                    return Some(Err(Reply::new(
+                    self.reply(Reply::new(
                         421,
                         "4.4.2",
-                        "Idle timeout during authentication",
-                    )))
+                        "Idle timeout during authentication, closing connection",
+                    ));
+                    return Err(End::IdleTimeout);
                 }
-                _ => return None,
+                Ok(Read::Deadline) => {
+                    info!("authentication response not completed in time (slow client)");
+                    self.reply(self.line_deadline_reply());
+                    return Err(End::IdleTimeout);
+                }
+                Ok(Read::Closed) | Ok(Read::Shutdown) => return Err(End::ClientClosed),
+                Err(_) => return Err(End::IoError),
             }
         }
     }
@@ -461,15 +556,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         })
     }
 
-    /// Returns true when the command counts as a bad one.
-    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> bool {
+    /// `Ok(true)` when the command counts as a bad one; `Err` ends the session.
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<bool, End> {
         if self.user.is_some() {
             self.reply(Reply::new(503, "5.5.1", "Already authenticated"));
-            return true;
+            return Ok(true);
         }
         if self.helo.is_none() {
             self.reply(Reply::new(503, "5.5.1", "Send EHLO first"));
-            return true;
+            return Ok(true);
         }
         if self.mail.is_some() {
             self.reply(Reply::new(
@@ -477,7 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "5.5.1",
                 "AUTH is not allowed during a mail transaction",
             ));
-            return true;
+            return Ok(true);
         }
         if !self.auth_allowed() {
             self.reply(Reply::new(
@@ -485,16 +580,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "5.7.11",
                 "Encryption required: use STARTTLS before AUTH",
             ));
-            return true;
+            return Ok(true);
         }
         let creds: Result<(String, Secret), Reply> = match sasl::Mechanism::parse(mechanism) {
             Some(sasl::Mechanism::Plain) => {
                 let line = match initial {
                     Some(i) => Ok(i.into_bytes()),
-                    None => match self.auth_line("").await {
-                        Some(r) => r,
-                        None => return false,
-                    },
+                    None => self.auth_line("").await?,
                 };
                 line.and_then(|l| Self::sasl_decode(&l)).and_then(|raw| {
                     let p = sasl::plain_decode(&raw)
@@ -512,24 +604,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(sasl::Mechanism::Login) => {
                 let user = match initial {
                     Some(i) => Self::sasl_decode(i.as_bytes()),
-                    None => match self.auth_line(sasl::LOGIN_USER_PROMPT).await {
-                        Some(r) => r.and_then(|l| Self::sasl_decode(&l)),
-                        None => return false,
-                    },
+                    None => self
+                        .auth_line(sasl::LOGIN_USER_PROMPT)
+                        .await?
+                        .and_then(|l| Self::sasl_decode(&l)),
                 }
                 .and_then(|raw| {
                     sasl::login_field(&raw)
                         .map_err(|_| Reply::new(501, "5.5.2", "Malformed user name"))
                 });
                 match user {
-                    Ok(user) => match self.auth_line(sasl::LOGIN_PASS_PROMPT).await {
-                        Some(r) => r.and_then(|l| Self::sasl_decode(&l)).and_then(|raw| {
+                    Ok(user) => self
+                        .auth_line(sasl::LOGIN_PASS_PROMPT)
+                        .await?
+                        .and_then(|l| Self::sasl_decode(&l))
+                        .and_then(|raw| {
                             sasl::login_field(&raw)
                                 .map(|p| (user, Secret::new(p)))
                                 .map_err(|_| Reply::new(501, "5.5.2", "Malformed password"))
                         }),
-                        None => return false,
-                    },
                     Err(r) => Err(r),
                 }
             }
@@ -543,7 +636,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(c) => c,
             Err(r) => {
                 self.reply(r);
-                return true;
+                return Ok(true);
             }
         };
         match self.ctx.users.verify(&name, &password).await {
@@ -552,7 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 tracing::Span::current().record("user", user.name.as_str());
                 self.user = Some(user);
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
-                false
+                Ok(false)
             }
             Err(LoginError::Invalid) => {
                 self.reply(Reply::new(
@@ -560,7 +653,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "5.7.8",
                     "Authentication credentials invalid",
                 ));
-                true
+                Ok(true)
             }
             Err(LoginError::Internal) => {
                 self.reply(Reply::new(
@@ -568,7 +661,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "4.7.0",
                     "Temporary authentication failure, try again",
                 ));
-                false
+                Ok(false)
             }
         }
     }
@@ -708,6 +801,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Some(End::IoError);
         }
         let max = self.ctx.limits.max_message_size;
+        // Each read may take up to idle_timeout, and the whole DATA phase up to
+        // data_timeout: a client trickling a byte at a time cannot hold the
+        // session (or, past max_message_size, our attention) for ever. Past the
+        // size limit the bytes are counted and dropped, so memory stays put.
+        let data_timeout = self.ctx.limits.data_timeout;
+        let deadline = Instant::now() + data_timeout;
         let mut decoder = DataDecoder::new(max);
         let mut message = Vec::with_capacity(self.rbuf.len().clamp(4096, 1 << 20));
         loop {
@@ -722,13 +821,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.rbuf.clear();
                 }
             }
-            match self.read_more(false).await {
+            match self.read_more(false, Some(deadline)).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Timeout) => {
                     self.reply(Reply::new(
                         421,
                         "4.4.2",
                         "Timeout during DATA, closing connection",
+                    ));
+                    self.abort_mail().await;
+                    return Some(End::IdleTimeout);
+                }
+                Ok(Read::Deadline) => {
+                    info!(
+                        size = decoder.size(),
+                        "message not completed within data_timeout (slow or endless DATA)"
+                    );
+                    self.reply(Reply::new(
+                        421,
+                        "4.4.2",
+                        format!(
+                            "Message not completed within {}, closing connection",
+                            humantime::format_duration(data_timeout)
+                        ),
                     ));
                     self.abort_mail().await;
                     return Some(End::IdleTimeout);
@@ -743,6 +858,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+        // Bytes after the final dot arrived with the last read.
+        self.line_started = (!self.rbuf.is_empty()).then_some(self.last_read);
         let mail = self.mail.take().expect("checked above");
         if decoder.oversize() {
             mail.tx.abort();
@@ -796,6 +913,8 @@ where
         mail: None,
         bad_commands: 0,
         discarding: false,
+        line_started: None,
+        last_read: Instant::now(),
         draining: false,
     };
     let end = s.run().await;

@@ -61,6 +61,8 @@ pub enum Verdict {
     Throttled,
     /// The mailbox may not send as this From (550 5.7.1 relay denied, 5.7.60 SendAsDenied).
     SenderDenied,
+    /// The mailbox's credential was refused (parks it until the credential changes).
+    Auth,
     Transient,
     Permanent,
 }
@@ -594,9 +596,10 @@ impl AccountRelay {
         a: &Account,
         ehlo_name: &str,
         limits: &crate::config::Limits,
+        tokens: Option<&Arc<crate::auth::oauth::TokenManager>>,
     ) -> Result<Option<AccountRelay>, crate::tls::TlsError> {
         let Some(smtp) = &a.smtp else { return Ok(None) };
-        let Some(credential) = Credential::for_account(a) else {
+        let Some(credential) = Credential::for_account(a, tokens) else {
             return Ok(None);
         };
         let tls = crate::tls::client_config(a.ca_file.as_deref())?;
@@ -677,6 +680,38 @@ impl AccountRelay {
     }
 }
 
+/// An upstream verdict: the reply for the local client and what it means
+/// for routing (pools fail over on quota, throttle, auth and transient ones).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub verdict: Verdict,
+    /// The upstream's own words (or the failure), for logs and `status`.
+    pub detail: String,
+}
+
+impl Outcome {
+    fn upstream(account: &str, email: &str, stage: &str, r: &Reply) -> Outcome {
+        Outcome {
+            reply: relay_reply(account, email, stage, r),
+            verdict: classify(r),
+            detail: r.to_string(),
+        }
+    }
+
+    fn failure(e: &UpstreamError) -> Outcome {
+        Outcome {
+            reply: e.smtp_reply(),
+            verdict: e.verdict(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.verdict == Verdict::Accepted
+    }
+}
+
 /// A transaction open on an account's connection.
 pub struct RelayTransaction {
     relay: Arc<AccountRelay>,
@@ -696,11 +731,19 @@ impl std::fmt::Debug for RelayTransaction {
 impl RelayTransaction {
     /// MAIL FROM on a (warm or new) connection. A reused connection that
     /// turns out dead is replaced once, transparently.
-    pub async fn open(
+    pub async fn open(relay: Arc<AccountRelay>, from: &Path, params: &MailParams) -> Result<(RelayTransaction, Outcome), Outcome> {
+        Self::open_with(relay, from, params, &[]).await.map(|(tx, mail, _)| (tx, mail))
+    }
+
+    /// Open and replay a whole envelope (pipelined when the server allows):
+    /// MAIL and every RCPT. Returns the transaction, MAIL's outcome and each
+    /// RCPT's outcome; Err when MAIL itself failed.
+    pub async fn open_with(
         relay: Arc<AccountRelay>,
         from: &Path,
         params: &MailParams,
-    ) -> Result<(RelayTransaction, Reply), Reply> {
+        rcpts: &[Path],
+    ) -> Result<(RelayTransaction, Outcome, Vec<Outcome>), Outcome> {
         let cfg = &relay.cfg;
         let mut attempt = 0;
         loop {
@@ -709,36 +752,32 @@ impl RelayTransaction {
                 Ok(x) => x,
                 Err(e) => {
                     warn!(account = %cfg.account, error = %e, hint = e.hint().as_deref().unwrap_or(""), "upstream unavailable");
-                    return Err(e.smtp_reply());
+                    return Err(Outcome::failure(&e));
                 }
             };
             if params.smtputf8 && !conn.caps.smtputf8 {
                 relay.checkin(conn);
-                return Err(Reply::new(
-                    553,
-                    "5.6.7",
-                    format!(
-                        "The server of account {} does not support SMTPUTF8 addresses",
-                        cfg.account
-                    ),
-                ));
+                return Err(Outcome {
+                    reply: Reply::new(553, "5.6.7", format!("The server of account {} does not support SMTPUTF8 addresses", cfg.account)),
+                    verdict: Verdict::Permanent,
+                    detail: "no SMTPUTF8".into(),
+                });
             }
-            match conn.mail(from, params).await {
-                Ok(r) if r.is_positive() => {
-                    let reply = relay_reply(&cfg.account, &cfg.email, "MAIL", &r);
-                    return Ok((
-                        RelayTransaction {
-                            relay: relay.clone(),
-                            conn: Some(conn),
-                            from: from.clone(),
-                        },
-                        reply,
-                    ));
+            match conn.envelope(from, params, rcpts).await {
+                Ok((m, rs)) if m.is_positive() => {
+                    let mail = Outcome::upstream(&cfg.account, &cfg.email, "MAIL", &m);
+                    let rcpt_outcomes = rs.iter().map(|r| Outcome::upstream(&cfg.account, &cfg.email, "RCPT", r)).collect();
+                    let tx = RelayTransaction {
+                        relay: relay.clone(),
+                        conn: Some(conn),
+                        from: from.clone(),
+                    };
+                    return Ok((tx, mail, rcpt_outcomes));
                 }
-                Ok(r) => {
-                    info!(account = %cfg.account, reply = %r, "upstream refused MAIL FROM");
+                Ok((m, _)) => {
+                    info!(account = %cfg.account, reply = %m, "upstream refused MAIL FROM");
                     relay.checkin(conn);
-                    return Err(relay_reply(&cfg.account, &cfg.email, "MAIL", &r));
+                    return Err(Outcome::upstream(&cfg.account, &cfg.email, "MAIL", &m));
                 }
                 Err(e) if reused && attempt == 1 => {
                     debug!(account = %cfg.account, error = %e, "warm connection was stale; reconnecting");
@@ -746,7 +785,7 @@ impl RelayTransaction {
                 }
                 Err(e) => {
                     warn!(account = %cfg.account, error = %e, "upstream failed at MAIL FROM");
-                    return Err(e.smtp_reply());
+                    return Err(Outcome::failure(&e));
                 }
             }
         }
@@ -756,48 +795,49 @@ impl RelayTransaction {
         &self.relay.cfg.account
     }
 
-    fn lost(&self) -> Reply {
-        Reply::new(
-            451,
-            "4.4.2",
-            format!(
-                "Connection to the server of account {} was lost; start the transaction again",
-                self.relay.cfg.account
-            ),
-        )
+    pub fn relay(&self) -> &Arc<AccountRelay> {
+        &self.relay
     }
 
-    pub async fn rcpt(&mut self, to: &Path) -> Reply {
-        let Some(conn) = self.conn.as_mut() else {
-            return self.lost();
-        };
+    fn lost(&self) -> Outcome {
+        Outcome {
+            reply: Reply::new(
+                451,
+                "4.4.2",
+                format!("Connection to the server of account {} was lost; start the transaction again", self.relay.cfg.account),
+            ),
+            verdict: Verdict::Transient,
+            detail: "connection lost".into(),
+        }
+    }
+
+    pub async fn rcpt(&mut self, to: &Path) -> Outcome {
+        let Some(conn) = self.conn.as_mut() else { return self.lost() };
         match conn.rcpt(to).await {
-            Ok(r) => relay_reply(&self.relay.cfg.account, &self.relay.cfg.email, "RCPT", &r),
+            Ok(r) => Outcome::upstream(&self.relay.cfg.account, &self.relay.cfg.email, "RCPT", &r),
             Err(e) => {
                 warn!(account = %self.relay.cfg.account, error = %e, "upstream failed at RCPT TO");
                 self.conn = None;
-                e.smtp_reply()
+                Outcome::failure(&e)
             }
         }
     }
 
     /// Submit the message; the connection goes back to the warm pool when
     /// the exchange completed (whatever the verdict).
-    pub async fn data(mut self, message: &[u8]) -> Reply {
-        let Some(mut conn) = self.conn.take() else {
-            return self.lost();
-        };
+    pub async fn data(mut self, message: &[u8]) -> Outcome {
+        let Some(mut conn) = self.conn.take() else { return self.lost() };
         let account = self.relay.cfg.account.clone();
         match conn.data(message).await {
             Ok(r) => {
                 info!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
                 self.relay.checkin(conn);
-                relay_reply(&account, &self.relay.cfg.email, "DATA", &r)
+                Outcome::upstream(&account, &self.relay.cfg.email, "DATA", &r)
             }
             Err(e) => {
                 // The message may or may not have arrived: never claim it did.
                 warn!(account = %account, error = %e, "upstream failed during DATA; not accepted");
-                e.smtp_reply()
+                Outcome::failure(&e)
             }
         }
     }

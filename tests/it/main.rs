@@ -4,8 +4,13 @@
 mod cli;
 mod fake_smtp;
 mod harness;
+mod hostile;
 mod imap;
 mod local_smtp;
+mod oauth;
+mod oauth_server;
+mod pool_store;
+mod pools;
 mod providers;
 mod relay;
 mod relay_failures;
