@@ -675,10 +675,10 @@ impl Config {
         }
 
         if let Some(q) = &raw.quota_store {
-            if !q.starts_with("redis://") && !q.starts_with("rediss://") {
+            if !q.starts_with("redis://") {
                 return Err(c.err(
                     "quota_store",
-                    "must be a redis:// URL (leave it out for the embedded store)",
+                    "must be a redis://host:port URL (TLS to Redis is not supported; leave quota_store out for the embedded SQLite store)",
                 ));
             }
         }

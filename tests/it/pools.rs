@@ -232,3 +232,19 @@ fn two_instances_share_limits_through_redis() {
     assert_eq!(ok, 20, "{results:?}");
     assert_eq!(refused, results.len() - 20, "{results:?}");
 }
+
+#[test]
+fn trace_header_only_when_asked() {
+    let d = uniq("dt");
+    // trace_header is a top-level key: put it before any table.
+    let cfg = format!("trace_header = true\n{}", pool_config("tr", &[&d], "", &dovecot(&d, "u25@example.test", 100)));
+    let pw = format!("PW_{}", d.to_uppercase());
+    let p = Postern::start_with(&cfg, 1, &[(&pw, "pw-u25")]);
+    let m = uniq("trace-");
+    let mut c = login(&p);
+    assert!(send(&mut c, "u25@example.test", &m).starts_with("250"));
+    let got = sink_messages(&m, 1, Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(text.contains(&format!("X-Postern-Route: pool=tr; account={d}\r\n")), "{text}");
+    assert!(p.logs().contains("pool route"));
+}
