@@ -174,6 +174,63 @@ impl UpstreamError {
     }
 }
 
+/// Read more bytes from an upstream into `buf` before `deadline`.
+pub async fn read_more<S, B>(
+    stream: &mut S,
+    buf: &mut B,
+    deadline: tokio::time::Instant,
+    target: &str,
+    stage: &'static str,
+    secs: u64,
+) -> Result<(), UpstreamError>
+where
+    S: tokio::io::AsyncRead + Unpin,
+    B: bytes::BufMut,
+{
+    use tokio::io::AsyncReadExt;
+    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        Ok(Ok(0)) => Err(UpstreamError::Io {
+            target: target.to_owned(),
+            reason: format!("connection closed while waiting for {stage}"),
+        }),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(UpstreamError::Io {
+            target: target.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            target: target.to_owned(),
+            stage,
+            secs,
+        }),
+    }
+}
+
+/// Write and flush to an upstream within `timeout`.
+pub async fn write_within<S>(stream: &mut S, data: &[u8], timeout: Duration, target: &str, stage: &'static str) -> Result<(), UpstreamError>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(timeout, async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(UpstreamError::Io {
+            target: target.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            target: target.to_owned(),
+            stage,
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
 /// Resolve and connect (each address in turn), within `timeout` per step.
 pub async fn dial(
     host: &str,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::ClientConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -198,23 +197,7 @@ impl ImapUpstream {
     }
 
     async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
-        match tokio::time::timeout(self.timeout, async {
-            self.stream.write_all(data).await?;
-            self.stream.flush().await
-        })
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(UpstreamError::Io {
-                target: self.target.clone(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(UpstreamError::Timeout {
-                target: self.target.clone(),
-                stage,
-                secs: self.timeout.as_secs(),
-            }),
-        }
+        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage).await
     }
 
     /// Send a command, waiting for `+` between literal parts.
@@ -263,28 +246,7 @@ impl ImapUpstream {
                 }
             }
             self.rbuf.reserve(8192);
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
-                Ok(Ok(0)) => {
-                    return Err(UpstreamError::Io {
-                        target: self.target.clone(),
-                        reason: format!("connection closed while waiting for {stage}"),
-                    })
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(UpstreamError::Io {
-                        target: self.target.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(UpstreamError::Timeout {
-                        target: self.target.clone(),
-                        stage,
-                        secs: self.timeout.as_secs(),
-                    })
-                }
-            }
+            crate::upstream::read_more(&mut self.stream, &mut self.rbuf, deadline, &self.target, stage, self.timeout.as_secs()).await?;
         }
     }
 

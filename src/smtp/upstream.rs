@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -280,24 +279,7 @@ impl Connection {
     }
 
     async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
-        let t = self.timeout;
-        match tokio::time::timeout(t, async {
-            self.stream.write_all(data).await?;
-            self.stream.flush().await
-        })
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(UpstreamError::Io {
-                target: self.target.clone(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(UpstreamError::Timeout {
-                target: self.target.clone(),
-                stage,
-                secs: t.as_secs(),
-            }),
-        }
+        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage).await
     }
 
     async fn read_reply_within(
@@ -322,28 +304,7 @@ impl Connection {
                 }
             }
             self.rbuf.reserve(4096);
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
-                Ok(Ok(0)) => {
-                    return Err(UpstreamError::Io {
-                        target: self.target.clone(),
-                        reason: format!("connection closed while waiting for the reply to {stage}"),
-                    })
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(UpstreamError::Io {
-                        target: self.target.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(UpstreamError::Timeout {
-                        target: self.target.clone(),
-                        stage,
-                        secs: t.as_secs(),
-                    })
-                }
-            }
+            crate::upstream::read_more(&mut self.stream, &mut self.rbuf, deadline, &self.target, stage, t.as_secs()).await?;
         }
     }
 
