@@ -143,10 +143,18 @@ impl Server {
     /// Bind every listener and prepare shared state. Fails before anything
     /// runs when an address is taken or a certificate is missing.
     pub async fn bind(config: &Config, shutdown: CancellationToken) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        // Captured mail, the TLS key and the token store live here: a data_dir
+        // that Postern creates is private to its user (an existing one keeps
+        // the mode it has).
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(&config.data_dir)
+            .map_err(|source| ServerError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let needs_tls = config.smtp.tls != TlsMode::None
             || config.imap.as_ref().is_some_and(|l| l.tls != TlsMode::None);
         let acceptor = if needs_tls {

@@ -135,7 +135,11 @@ impl UpstreamError {
                 }
             }
             UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
-            UpstreamError::Credential(CredentialError::Token(t)) if !t.is_transient() => t.to_string(),
+            // Token errors already say what to do ("needs consent: run …").
+            UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => {
+                "the OAuth token endpoint did not answer; Postern retries it — try again shortly".into()
+            }
+            UpstreamError::Credential(CredentialError::Token(_)) => return None,
             UpstreamError::Credential(_) => "set the password variable or file named in the account".into(),
             _ => return None,
         })

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1598,7 +1598,9 @@ async fn device(
 struct StatusRow {
     account: String,
     source: &'static str,
+    /// Consent saved, or not needed (client credentials).
     consented: bool,
+    app_only: bool,
     state: Option<AccountState>,
 }
 
@@ -1609,10 +1611,13 @@ fn status_rows(config: &Config) -> Vec<StatusRow> {
         .filter(|a| a.auth == AuthMethod::Oauth2)
         .map(|a| {
             if uses_builtin(a) {
+                let app_only =
+                    a.oauth.as_ref().and_then(|o| o.grant) == Some(Grant::ClientCredentials);
                 StatusRow {
                     account: a.name.clone(),
                     source: "built-in",
-                    consented: store::token_path(&config.data_dir, &a.name).exists(),
+                    consented: app_only || store::token_path(&config.data_dir, &a.name).exists(),
+                    app_only,
                     state: store::read_state(&config.data_dir, &a.name),
                 }
             } else {
@@ -1620,6 +1625,7 @@ fn status_rows(config: &Config) -> Vec<StatusRow> {
                     account: a.name.clone(),
                     source: "token_command",
                     consented: false,
+                    app_only: false,
                     state: None,
                 }
             }
@@ -1670,6 +1676,9 @@ pub fn status_report(config: &Config) -> String {
                     l
                 }
                 (_, false) => format!("no consent yet: run `postern auth {name}`"),
+                (None, true) if r.app_only => {
+                    "client_credentials: no consent needed; no token yet".to_owned()
+                }
                 (None, true) => "consent saved; no state yet (`postern run` writes it)".to_owned(),
                 (Some(st), true) => {
                     let mut l = match st.valid_until {
@@ -1717,6 +1726,7 @@ pub fn status_json(config: &Config) -> serde_json::Value {
                 "account": r.account,
                 "source": r.source,
                 "consented": r.consented,
+                "app_only": r.app_only,
                 "needs_consent": r.source == "built-in" && (st.needs_consent || !r.consented),
                 "valid_until": t(st.valid_until),
                 "valid": st.valid_until.is_some_and(|v| v > now),
@@ -1730,15 +1740,10 @@ pub fn status_json(config: &Config) -> serde_json::Value {
     serde_json::Value::Array(rows)
 }
 
-/// Where an account's encrypted tokens are kept (for messages).
-pub fn store_file(data_dir: &Path, account: &str) -> PathBuf {
-    store::token_path(data_dir, account)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
+    use std::path::Path;
 
     fn account(toml: &str) -> Account {
         let text = format!("[smtp]\nlisten = \"127.0.0.1:2525\"\n[accounts.a]\n{toml}\n");
@@ -1881,7 +1886,6 @@ mod tests {
             "{e}"
         );
         assert!(redirect_outcome(pairs("state=s1"), "s1", "a").is_err());
-        let _: Option<(Cow<str>, Cow<str>)> = None;
 
         let p = |l| parse_pasted(l, "s1", "a");
         assert_eq!(

@@ -631,6 +631,8 @@ fn client_credentials_need_no_consent_and_send_the_secret() {
     let req = &env.server.requests()[0];
     assert_eq!(req.params.get("client_secret"), Some(&secret));
     assert!(!p.logs().contains(&secret));
+    let status = env.status(false);
+    assert!(status.contains("ok: access token valid until"), "{status}");
     // `postern auth` says no consent is needed and checks the client.
     let (code, out, _) = env
         .cli(&["auth", "acct"], &envs)
