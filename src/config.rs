@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: Limits,
     pub quota_store: Option<String>,
     pub trace_header: bool,
+    /// Key for the OAuth token store (64 hex characters in a file).
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +282,7 @@ struct RawConfig {
     quota_store: Option<String>,
     #[serde(default)]
     trace_header: bool,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -708,6 +711,7 @@ impl Config {
             limits,
             quota_store: raw.quota_store,
             trace_header: raw.trace_header,
+            key_file: raw.key_file.map(|p| c.path(&p)),
         })
     }
 

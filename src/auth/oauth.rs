@@ -603,7 +603,7 @@ impl TokenManager {
         if builtin.is_empty() {
             return Ok(None);
         }
-        let store = TokenStore::open(&config.data_dir)?;
+        let store = TokenStore::open(&config.data_dir, config.key_file.as_deref())?;
         let http = Http::new(config.limits.upstream_timeout)?;
         let mut accounts = BTreeMap::new();
         for a in builtin {
@@ -1103,7 +1103,7 @@ pub async fn consent(
             account: account.to_owned(),
         })?;
     let s = OAuthSettings::resolve(a)?;
-    let store = TokenStore::open(&config.data_dir)?;
+    let store = TokenStore::open(&config.data_dir, config.key_file.as_deref())?;
     let http = Http::new(config.limits.upstream_timeout)?;
     let grant = if opts.device { Grant::Device } else { s.grant };
     let issued = match grant {

@@ -263,12 +263,14 @@ impl std::fmt::Debug for TokenStore {
 
 impl TokenStore {
     /// Open the store in `data_dir`, with the key from `POSTERN_KEY`,
-    /// `POSTERN_KEY_FILE`, or `data_dir/oauth/key` (made on first use).
-    pub fn open(data_dir: &Path) -> Result<TokenStore, StoreError> {
+    /// `POSTERN_KEY_FILE`, the config's `key_file`, or `data_dir/oauth/key`
+    /// (made on first use), in that order.
+    pub fn open(data_dir: &Path, config_key_file: Option<&Path>) -> Result<TokenStore, StoreError> {
         let env = std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty());
         let file = std::env::var_os(KEY_FILE_ENV)
             .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+            .map(PathBuf::from)
+            .or_else(|| config_key_file.map(Path::to_path_buf));
         Self::open_with(data_dir, env.as_deref(), file.as_deref())
     }
 
@@ -287,7 +289,7 @@ impl TokenStore {
             (None, Some(path)) => {
                 let text = read_capped(path)?.ok_or_else(|| StoreError::Io {
                     path: path.to_owned(),
-                    reason: format!("key file named by {KEY_FILE_ENV} does not exist"),
+                    reason: format!("key file (named by {KEY_FILE_ENV} or key_file) does not exist"),
                 })?;
                 StoreKey {
                     bytes: parse_hex_key(&String::from_utf8_lossy(&text)).ok_or_else(|| {
@@ -598,5 +600,26 @@ mod tests {
         write_state(d.path(), "a", &st).unwrap();
         assert_eq!(read_state(d.path(), "a"), Some(st));
         assert_eq!(mode(&state_path(d.path(), "a")), 0o600);
+    }
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    /// The config's `key_file` is used when no environment variable names a key.
+    #[test]
+    fn config_key_file_is_used() {
+        if std::env::var_os(KEY_ENV).is_some() || std::env::var_os(KEY_FILE_ENV).is_some() {
+            return; // the environment overrides the config by design
+        }
+        let d = tempfile::tempdir().unwrap();
+        let kf = d.path().join("k");
+        std::fs::write(&kf, "ab".repeat(32)).unwrap();
+        let s = TokenStore::open(d.path(), Some(&kf)).unwrap();
+        assert!(format!("{s:?}").contains(&kf.display().to_string()));
+        assert!(!d.path().join("oauth/key").exists(), "no default key made");
+        let missing = d.path().join("nope");
+        assert!(TokenStore::open(d.path(), Some(&missing)).is_err());
     }
 }
