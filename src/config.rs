@@ -791,7 +791,20 @@ impl Config {
             }
             let cred = match (a.auth, &a.token_command, &a.password) {
                 (AuthMethod::Oauth2, Some(_), _) => "oauth2 via token_command".to_owned(),
-                (AuthMethod::Oauth2, None, _) => "oauth2 (built-in)".to_owned(),
+                (AuthMethod::Oauth2, None, _) => {
+                    let o = a.oauth.as_ref();
+                    let grant = match o.and_then(|o| o.grant).unwrap_or(Grant::AuthorizationCode) {
+                        Grant::AuthorizationCode => "authorization code",
+                        Grant::Device => "device",
+                        Grant::ClientCredentials => "client credentials",
+                    };
+                    let client = o.and_then(|o| o.client_id.as_deref()).unwrap_or("?");
+                    let secret = match o {
+                        Some(o) if o.client_secret_env.is_some() || o.client_secret_file.is_some() => "confidential client",
+                        _ => "public client",
+                    };
+                    format!("oauth2 (built-in: {grant} grant, client_id {client}, {secret}; consent with `postern auth {}`)", a.name)
+                }
                 (AuthMethod::Password, _, Some(PasswordSource::Env(v))) => {
                     format!("password from ${v}")
                 }
