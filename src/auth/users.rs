@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
@@ -52,6 +52,9 @@ pub struct Users {
     cache: DashMap<String, [u8; 32]>,
     failures: DashMap<String, Failures>,
     argon_slots: Semaphore,
+    /// argon2 work areas, one per slot, reused: without them every check
+    /// allocates ~19 MiB afresh and the allocator keeps freed blocks resident.
+    work_areas: Arc<std::sync::Mutex<Vec<Vec<argon2::Block>>>>,
     failure_delay: Duration,
     backoff_max: Duration,
 }
@@ -70,7 +73,8 @@ impl Users {
             failures: DashMap::new(),
             // Two at a time: enough to keep logins moving on 2 cores, and the
             // memory bound is 2 × ~19 MiB whatever the load.
-            argon_slots: Semaphore::new(2),
+            argon_slots: Semaphore::new(ARGON_SLOTS),
+            work_areas: Arc::new(std::sync::Mutex::new(Vec::new())),
             failure_delay: limits.auth_failure_delay,
             backoff_max: limits.auth_backoff_max,
         }
@@ -92,12 +96,21 @@ impl Users {
     /// which doubles with each further failure for the same user name (up to
     /// `auth_backoff_max`) and resets after a success.
     pub async fn verify(&self, name: &str, password: &Secret) -> Result<Arc<User>, LoginError> {
-        let result = self.check(name, password).await;
         let key = if self.users.contains_key(name) {
             name
         } else {
             UNKNOWN_USER
         };
+        // A user in back-off waits before the check too, so guessing over many
+        // connections at once is as slow as guessing over one.
+        let wait = self.failures.get(key).and_then(|f| {
+            let ready = f.last + self.delay_for(f.count);
+            ready.checked_duration_since(Instant::now())
+        });
+        if let Some(w) = wait {
+            tokio::time::sleep(w).await;
+        }
+        let result = self.check(name, password).await;
         match result {
             Ok(user) => {
                 self.failures.remove(key);
@@ -129,9 +142,16 @@ impl Users {
             .map_err(|_| LoginError::Internal)?;
         let hash = user.password_hash.clone();
         let pw = password.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &pw))
-            .await
-            .map_err(|_| LoginError::Internal)??;
+        let areas = self.work_areas.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            // At most ARGON_SLOTS areas exist: one per permit.
+            let mut area = areas.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+            let r = verify_hash_in(&hash, &pw, &mut area);
+            areas.lock().unwrap_or_else(|e| e.into_inner()).push(area);
+            r
+        })
+        .await
+        .map_err(|_| LoginError::Internal)??;
         if ok {
             self.cache.insert(name.to_owned(), mac);
             Ok(user.clone())
@@ -153,7 +173,12 @@ impl Users {
         }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        let factor = 1u32 << (entry.count - 1).min(16);
+        self.delay_for(entry.count)
+    }
+
+    /// The delay after the `count`th failure in a row.
+    fn delay_for(&self, count: u32) -> Duration {
+        let factor = 1u32 << count.saturating_sub(1).min(16);
         self.failure_delay
             .saturating_mul(factor)
             .min(self.backoff_max.max(self.failure_delay))
@@ -164,11 +189,43 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Concurrent argon2 checks (each holds one work area of ~19 MiB).
+const ARGON_SLOTS: usize = 2;
+
+#[cfg(test)]
 fn verify_hash(hash: &str, password: &Secret) -> Result<bool, LoginError> {
+    verify_hash_in(hash, password, &mut Vec::new())
+}
+
+/// Verify a PHC argon2 hash using `area` as the work memory (grown once to
+/// the hash's memory cost and then reused).
+fn verify_hash_in(hash: &str, password: &Secret, area: &mut Vec<argon2::Block>) -> Result<bool, LoginError> {
     let parsed = PasswordHash::new(hash).map_err(|_| LoginError::Internal)?;
-    Ok(Argon2::default()
-        .verify_password(password.expose().as_bytes(), &parsed)
-        .is_ok())
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| LoginError::Internal)?;
+    let version = parsed
+        .version
+        .map(argon2::Version::try_from)
+        .transpose()
+        .map_err(|_| LoginError::Internal)?
+        .unwrap_or_default();
+    let params = argon2::Params::try_from(&parsed).map_err(|_| LoginError::Internal)?;
+    let expected = parsed.hash.ok_or(LoginError::Internal)?;
+    let mut salt_buf = [0u8; 64];
+    let salt = parsed
+        .salt
+        .ok_or(LoginError::Internal)?
+        .decode_b64(&mut salt_buf)
+        .map_err(|_| LoginError::Internal)?;
+    let blocks = params.block_count();
+    if area.len() < blocks {
+        area.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.expose().as_bytes(), salt, &mut out, &mut area[..blocks])
+        .map_err(|_| LoginError::Internal)?;
+    let e = expected.as_bytes();
+    Ok(out.len() == e.len() && out.iter().zip(e).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0)
 }
 
 /// An argon2id PHC string for `password` (what `postern hash-password` prints).

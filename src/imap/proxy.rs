@@ -799,7 +799,8 @@ mod tests {
     #[tokio::test]
     async fn non_loopback_needs_starttls_before_login() {
         let dir = tempfile::tempdir().unwrap();
-        let toml = format!("[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\n");
+        let toml =
+            format!("[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\n");
         let config = Config::from_str(&toml, &dir.path().join("p.toml")).unwrap();
         let tls = crate::tls::server_config(None, dir.path()).unwrap();
         let ctx = Arc::new(ImapContext {
@@ -813,17 +814,29 @@ mod tests {
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let local: SocketAddr = "192.0.2.1:143".parse().unwrap();
-        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), "192.0.2.9:5000".parse().unwrap(), local));
+        let task = tokio::spawn(serve(
+            ctx,
+            MaybeTls::Plain(server),
+            "192.0.2.9:5000".parse().unwrap(),
+            local,
+        ));
         let (rd, mut wr) = tokio::io::split(client);
         let mut rd = BufReader::new(rd);
         let mut line = String::new();
         rd.read_line(&mut line).await.unwrap();
-        assert!(line.contains("LOGINDISABLED") && line.contains("STARTTLS") && !line.contains("AUTH=PLAIN"), "{line}");
+        assert!(
+            line.contains("LOGINDISABLED")
+                && line.contains("STARTTLS")
+                && !line.contains("AUTH=PLAIN"),
+            "{line}"
+        );
         wr.write_all(b"a LOGIN app test-pass\r\n").await.unwrap();
         line.clear();
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("a NO [PRIVACYREQUIRED]"), "{line}");
-        wr.write_all(b"b AUTHENTICATE PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n").await.unwrap();
+        wr.write_all(b"b AUTHENTICATE PLAIN AGFwcAB0ZXN0LXBhc3M=\r\n")
+            .await
+            .unwrap();
         line.clear();
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("b NO [PRIVACYREQUIRED]"), "{line}");
@@ -834,21 +847,34 @@ mod tests {
         let client = rd.into_inner().unsplit(wr);
         let mut roots = rustls::RootCertStore::empty();
         use rustls_pki_types::pem::PemObject;
-        for c in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem")).unwrap() {
+        for c in
+            rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem"))
+                .unwrap()
+        {
             roots.add(c.unwrap()).unwrap();
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect("localhost".try_into().unwrap(), client).await.unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect("localhost".try_into().unwrap(), client)
+            .await
+            .unwrap();
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = BufReader::new(rd);
         wr.write_all(b"e CAPABILITY\r\n").await.unwrap();
         line.clear();
         rd.read_line(&mut line).await.unwrap();
-        assert!(line.starts_with("* CAPABILITY") && line.contains("AUTH=PLAIN") && !line.contains("LOGINDISABLED"), "the injected LOGOUT was answered? {line}");
+        assert!(
+            line.starts_with("* CAPABILITY")
+                && line.contains("AUTH=PLAIN")
+                && !line.contains("LOGINDISABLED"),
+            "the injected LOGOUT was answered? {line}"
+        );
         line.clear();
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("e OK"), "{line}");
@@ -857,5 +883,54 @@ mod tests {
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("* BYE"));
         assert_eq!(task.await.unwrap(), End::Logout);
+    }
+
+    /// Slowloris: a byte every 200 ms keeps every read within idle_timeout, but
+    /// the command must be complete idle_timeout after its first byte.
+    #[tokio::test]
+    async fn slow_command_is_cut_by_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!("[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\n[limits]\nidle_timeout = \"3s\"\n");
+        let config = Config::from_str(&toml, &dir.path().join("p.toml")).unwrap();
+        let ctx = Arc::new(ImapContext {
+            hostname: "test".into(),
+            limits: config.limits.clone(),
+            users: Arc::new(Users::new(&config.users, &config.limits)),
+            accounts: Default::default(),
+            tls_mode: TlsMode::None,
+            acceptor: None,
+            shutdown: CancellationToken::new(),
+        });
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let local: SocketAddr = "127.0.0.1:143".parse().unwrap();
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local, local));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut rd = BufReader::new(rd);
+        let mut line = String::new();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("* OK"), "{line}");
+        for b in b"a NOOP\r\n" {
+            wr.write_all(&[*b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("a OK"), "{line}");
+        let started = tokio::time::Instant::now();
+        let writer = tokio::spawn(async move {
+            for b in b"b NOOP and a very slow tail\r\n".iter() {
+                if wr.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        line.clear();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("* BYE Command not completed"), "{line}");
+        // A lower bound only: the deadline, never less.
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        assert_eq!(task.await.unwrap(), End::IdleTimeout);
+        writer.abort();
     }
 }

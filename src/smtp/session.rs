@@ -936,8 +936,12 @@ mod tests {
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
 
     fn context(dir: &std::path::Path) -> Arc<SmtpContext> {
+        context_with(dir, "")
+    }
+
+    fn context_with(dir: &std::path::Path, extra: &str) -> Arc<SmtpContext> {
         let toml = format!(
-            "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\nsend_via = \"capture\"\n"
+            "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{HASH}\"\nsend_via = \"capture\"\n{extra}"
         );
         let config = Config::from_str(&toml, &dir.join("p.toml")).unwrap();
         let capture = Arc::new(Capture::open(&dir.join("capture")).unwrap());
@@ -1032,5 +1036,40 @@ mod tests {
         wr.write_all(b"QUIT\r\n").await.unwrap();
         assert!(reply(&mut rd).await.starts_with("221"));
         assert_eq!(task.await.unwrap(), End::Quit);
+    }
+
+    /// Slowloris: a byte every 200 ms keeps every read within idle_timeout, but
+    /// the line must be complete idle_timeout after its first byte.
+    #[tokio::test]
+    async fn slow_command_line_is_cut_by_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context_with(dir.path(), "[limits]\nidle_timeout = \"3s\"\n");
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let local: SocketAddr = "127.0.0.1:25".parse().unwrap();
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local, local));
+        let (rd, mut wr) = tokio::io::split(client);
+        let mut rd = BufReader::new(rd);
+        assert!(reply(&mut rd).await.starts_with("220 "));
+        // A whole line sent slowly but within the deadline is fine.
+        for b in b"NOOP\r\n" {
+            wr.write_all(&[*b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(reply(&mut rd).await.starts_with("250 "));
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            for b in b"EHLO a.slow.client.example\r\n".iter() {
+                if wr.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let r = reply(&mut rd).await;
+        assert!(r.starts_with("421 4.4.2 Command line not completed"), "{r}");
+        // A lower bound only: the deadline, never less.
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        assert_eq!(task.await.unwrap(), End::IdleTimeout);
+        writer.abort();
     }
 }

@@ -6,9 +6,11 @@
 //! For each: the documented reply or a clean close, the process stays up, a
 //! well-behaved client completes its session afterwards (or during, where
 //! said), and memory stays bounded: one warm-up round, then a hostile round
-//! whose growth of the resident set (VmRSS) must stay under [`RSS_BOUND`].
-//! No assertion depends on how fast the machine is, except lower bounds
-//! (a slowed-down attacker takes *at least* so long).
+//! whose growth of the resident set (VmRSS), and its peak (VmHWM) during the
+//! round, must stay under [`RSS_BOUND`] above where the round started.
+//! Time enters only as lower bounds (a slowed-down attacker takes *at least*
+//! so long) and as generous caps, many times the configured deadlines, that
+//! keep a broken server from hanging the test.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,7 +29,7 @@ const RSS_BOUND: u64 = RSS_BOUND_MIB * 1024 * 1024;
 /// Test limits: short timeouts so slowloris and silent clients are cut in
 /// seconds; a 1 MiB message cap so "past the limit" is cheap to reach.
 const IDLE: &str = "3s";
-const DATA_TIMEOUT: &str = "5s";
+const DATA_TIMEOUT: &str = "8s";
 const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Dovecot user for the well-behaved IMAP client (not used by other tests).
@@ -118,7 +120,8 @@ impl Client {
     fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Client {
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        tcp.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let handle = tcp.try_clone().unwrap();
         let s: Box<dyn Stream> = match tls {
             Some(cfg) => tls_wrap(tcp, cfg),
@@ -137,7 +140,10 @@ impl Client {
 
     /// Upgrade after STARTTLS (nothing may be buffered).
     fn starttls(self, cfg: &Arc<rustls::ClientConfig>) -> Client {
-        assert!(self.buf.is_empty(), "server sent more after the STARTTLS reply");
+        assert!(
+            self.buf.is_empty(),
+            "server sent more after the STARTTLS reply"
+        );
         let tcp = self.tcp.try_clone().unwrap();
         Client {
             s: tls_wrap(tcp, cfg),
@@ -310,7 +316,10 @@ impl Target {
     fn smtp_authed(&self) -> Client {
         let mut c = self.smtp();
         assert!(c.cmd("EHLO good.example").starts_with("250-"));
-        let a = c.cmd(&format!("AUTH PLAIN {}", b64(format!("\0app\0{APP_PASSWORD}").as_bytes())));
+        let a = c.cmd(&format!(
+            "AUTH PLAIN {}",
+            b64(format!("\0app\0{APP_PASSWORD}").as_bytes())
+        ));
         assert!(a.starts_with("235 "), "{a}");
         c
     }
@@ -354,13 +363,53 @@ fn finish_imap(c: &mut Client) {
 // ---------------------------------------------------------------------------
 
 /// A field of /proc/PID/status in bytes (VmRSS, VmHWM).
-fn proc_kib(pid: u32, field: &str) -> u64 {
+fn proc_bytes(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s
         .lines()
         .find(|l| l.starts_with(&format!("{field}:")))
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Reset the process's peak RSS (VmHWM) to its current RSS (Linux 4.0+), so
+/// that the next VmHWM reading is the peak of what follows.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// Growth of RSS over one round, and the peak during it, both relative to
+/// the RSS before the round; asserted under RSS_BOUND.
+fn measure(pid: u32, name: &str, round: impl FnOnce()) {
+    let before = proc_bytes(pid, "VmRSS");
+    reset_peak(pid);
+    round();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = proc_bytes(pid, "VmRSS");
+    let peak = proc_bytes(pid, "VmHWM");
+    eprintln!(
+        "RSS {name}: before {:.1} MiB, after {:.1} MiB (growth {:+.1} MiB), peak during {:.1} MiB (+{:.1} MiB); bound {RSS_BOUND_MIB} MiB",
+        mib(before),
+        mib(after),
+        (after as f64 - before as f64) / (1024.0 * 1024.0),
+        mib(peak),
+        mib(peak.saturating_sub(before)),
+    );
+    assert!(
+        after.saturating_sub(before) < RSS_BOUND,
+        "{name}: RSS grew by {:.1} MiB (bound {RSS_BOUND_MIB} MiB)",
+        mib(after - before)
+    );
+    assert!(
+        peak.saturating_sub(before) < RSS_BOUND,
+        "{name}: RSS peaked {:.1} MiB above where it started (bound {RSS_BOUND_MIB} MiB)",
+        mib(peak - before)
+    );
 }
 
 fn mib(b: u64) -> f64 {
@@ -385,7 +434,10 @@ fn wait_log_all(p: &Postern, needles: &[&str], timeout: Duration) -> bool {
 /// The test process needs many descriptors for the flood.
 fn raise_own_nofile() -> u64 {
     let n = rlimit::increase_nofile_limit(u64::MAX).unwrap();
-    assert!(n >= 4200, "open-files limit {n}: the flood needs about 4,100");
+    assert!(
+        n >= 4200,
+        "open-files limit {n}: the flood needs about 4,100"
+    );
     n
 }
 
@@ -466,7 +518,10 @@ fn smtp_auth_garbage(t: &Target) {
     let r = c.cmd(&format!("AUTH PLAIN {}", b64(&[b'x'; 1400])));
     assert!(r.starts_with("5"), "{r}");
     // Then a correct login still works on the same connection.
-    let r = c.cmd(&format!("AUTH PLAIN {}", b64(format!("\0app\0{APP_PASSWORD}").as_bytes())));
+    let r = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(format!("\0app\0{APP_PASSWORD}").as_bytes())
+    ));
     assert!(r.starts_with("235 "), "{r}");
     assert!(c.cmd("QUIT").starts_with("221"));
 }
@@ -530,7 +585,8 @@ fn slowloris(c: &mut Client, text: &[u8]) -> Vec<String> {
             break;
         }
     }
-    c.until_closed().expect("server did not close the slow client")
+    c.until_closed()
+        .expect("server did not close the slow client")
 }
 
 fn smtp_slowloris(t: &Target) {
@@ -573,7 +629,10 @@ fn never_reads(p: &Postern, mut c: Client, cmd: &[u8], end: &str) {
     while sent < 64 * MIB && c.try_send(&chunk).is_ok() {
         sent += chunk.len();
     }
-    assert!(sent < 64 * MIB, "the server kept reading a client that never reads");
+    assert!(
+        sent < 64 * MIB,
+        "the server kept reading a client that never reads"
+    );
     let peer = format!("peer={}", c.local());
     assert!(
         wait_log_all(p, &[&peer, end], Duration::from_secs(20)),
@@ -583,11 +642,21 @@ fn never_reads(p: &Postern, mut c: Client, cmd: &[u8], end: &str) {
 }
 
 fn smtp_never_reads(p: &Postern, t: &Target) {
-    never_reads(p, t.smtp(), b"EHLO never-reads.example\r\n", "session ended end=IoError");
+    never_reads(
+        p,
+        t.smtp(),
+        b"EHLO never-reads.example\r\n",
+        "session ended end=IoError",
+    );
 }
 
 fn imap_never_reads(p: &Postern, t: &Target) {
-    never_reads(p, t.imap(), b"n CAPABILITY\r\n", "IMAP session ended end=IoError");
+    never_reads(
+        p,
+        t.imap(),
+        b"n CAPABILITY\r\n",
+        "IMAP session ended end=IoError",
+    );
 }
 
 /// A raw TLS ClientHello (what a TLS client sends first).
@@ -610,7 +679,11 @@ fn tls_mixups(t: &Target) {
     ] {
         let mut c = Client::connect(addr, None);
         if implicit {
-            let cmd: &[u8] = if smtp { b"EHLO plain.example\r\n" } else { b"a LOGIN app x\r\n" };
+            let cmd: &[u8] = if smtp {
+                b"EHLO plain.example\r\n"
+            } else {
+                b"a LOGIN app x\r\n"
+            };
             c.send(cmd);
             let mut got = Vec::new();
             let closed = loop {
@@ -618,7 +691,9 @@ fn tls_mixups(t: &Target) {
                 match c.s.read(&mut tmp) {
                     Ok(0) => break true,
                     Ok(n) => got.extend_from_slice(&tmp[..n]),
-                    Err(e) => break !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    Err(e) => {
+                        break !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    }
                 }
             };
             assert!(closed, "plaintext on the TLS port: not closed");
@@ -634,10 +709,15 @@ fn tls_mixups(t: &Target) {
                     break;
                 }
             }
-            assert!(closed && c.until_closed().is_some(), "slow handshake not cut");
+            assert!(
+                closed && c.until_closed().is_some(),
+                "slow handshake not cut"
+            );
         } else {
             c.send(&client_hello(t));
-            let lines = c.until_closed().expect("ClientHello on the plaintext port: not closed");
+            let lines = c
+                .until_closed()
+                .expect("ClientHello on the plaintext port: not closed");
             let ok = |l: &String| {
                 if smtp {
                     l.starts_with("220 ") || l.starts_with("500 ") || l.starts_with("421 ")
@@ -705,12 +785,21 @@ fn imap_auth_garbage(t: &Target) {
     let mut huge = vec![b'Q'; MIB];
     huge.extend_from_slice(b"\r\n");
     let r = c.imap_raw("b", &huge);
-    assert!(r.last().unwrap().starts_with("b BAD line too long"), "{r:?}");
+    assert!(
+        r.last().unwrap().starts_with("b BAD line too long"),
+        "{r:?}"
+    );
     let r = c.imap("c", "NOOP");
-    assert!(r.last().unwrap().starts_with("c OK"), "the exchange did not end: {r:?}");
+    assert!(
+        r.last().unwrap().starts_with("c OK"),
+        "the exchange did not end: {r:?}"
+    );
     let r = c.imap("d", &format!("AUTHENTICATE PLAIN {}", b64(&[0xffu8; 3000])));
     let last = r.last().unwrap();
-    assert!(last.starts_with("d BAD") || last.starts_with("d NO"), "{r:?}");
+    assert!(
+        last.starts_with("d BAD") || last.starts_with("d NO"),
+        "{r:?}"
+    );
     c.send(b"e AUTHENTICATE PLAIN\r\n");
     assert!(c.line().starts_with('+'));
     let r = c.imap_raw("e", b"*\r\n");
@@ -718,7 +807,10 @@ fn imap_auth_garbage(t: &Target) {
     // A correct exchange on the same connection logs in (through Dovecot).
     c.send(b"f AUTHENTICATE PLAIN\r\n");
     assert!(c.line().starts_with('+'));
-    let r = c.imap_raw("f", format!("{}\r\n", b64(format!("\0app\0{APP_PASSWORD}").as_bytes())).as_bytes());
+    let r = c.imap_raw(
+        "f",
+        format!("{}\r\n", b64(format!("\0app\0{APP_PASSWORD}").as_bytes())).as_bytes(),
+    );
     assert!(r.last().unwrap().starts_with("f OK"), "{r:?}");
     let r = c.imap("g", "LOGOUT");
     assert!(r.last().unwrap().starts_with("g OK"), "{r:?}");
@@ -741,7 +833,9 @@ fn imap_literals(t: &Target) {
     for n in ["4294967295", "99999999999999999999"] {
         let mut c = t.imap();
         c.send(format!("d LOGIN {{{n}+}}\r\nxxxxxxxxxxxxxxxx").as_bytes());
-        let rest = c.until_closed().expect("not closed after a huge non-sync literal");
+        let rest = c
+            .until_closed()
+            .expect("not closed after a huge non-sync literal");
         assert!(
             rest.len() == 2
                 && rest[0].starts_with("d BAD [TOOBIG]")
@@ -812,6 +906,9 @@ fn wrong_imap_passwords(t: &Target, n: usize) -> usize {
 }
 
 /// Every hostile client at once, with well-behaved clients during and after.
+/// Password guessing is not part of the measured rounds (it has its own
+/// test): each failed check costs a fresh argon2 block that glibc may keep in
+/// a new malloc arena, which would measure the allocator, not the limits.
 fn round(p: &mut Postern, t: &Target, name: &str) {
     let started = Instant::now();
     let sent = AtomicUsize::new(0);
@@ -840,10 +937,6 @@ fn round(p: &mut Postern, t: &Target, name: &str) {
         go!(imap_slowloris(t));
         go!(imap_never_reads(pr, t));
         go!(tls_mixups(t));
-        go!({
-            assert_eq!(wrong_smtp_passwords(t, 25), 25);
-            assert_eq!(wrong_imap_passwords(t, 5), 5);
-        });
         // Well-behaved clients while all that goes on.
         go!({
             std::thread::sleep(Duration::from_millis(500));
@@ -856,7 +949,11 @@ fn round(p: &mut Postern, t: &Target, name: &str) {
             }
         }
     });
-    assert!(p.is_running(), "postern died in the {name} round:\n{}", p.logs());
+    assert!(
+        p.is_running(),
+        "postern died in the {name} round:\n{}",
+        p.logs()
+    );
     // And afterwards.
     good_smtp(t, "after");
     good_imap(t);
@@ -875,27 +972,16 @@ fn rounds(smtp_tls: &str, imap_tls: &str) {
     good_smtp(&t, "first");
     good_imap(&t);
     let pid = p.pid();
-    let rss_start = proc_kib(pid, "VmRSS");
+    let rss_start = proc_bytes(pid, "VmRSS");
     round(&mut p, &t, "warm-up");
     std::thread::sleep(Duration::from_millis(500));
-    let before = proc_kib(pid, "VmRSS");
-    round(&mut p, &t, "hostile");
-    std::thread::sleep(Duration::from_millis(500));
-    let after = proc_kib(pid, "VmRSS");
-    let hwm = proc_kib(pid, "VmHWM");
     eprintln!(
-        "RSS smtp={smtp_tls} imap={imap_tls}: start {:.1} MiB, after warm-up {:.1} MiB, after hostile round {:.1} MiB (growth {:+.1} MiB, bound {RSS_BOUND_MIB} MiB), peak {:.1} MiB",
+        "RSS smtp={smtp_tls} imap={imap_tls}: {:.1} MiB at start, {:.1} MiB after the warm-up round",
         mib(rss_start),
-        mib(before),
-        mib(after),
-        (after as f64 - before as f64) / (1024.0 * 1024.0),
-        mib(hwm)
+        mib(proc_bytes(pid, "VmRSS"))
     );
-    assert!(
-        after.saturating_sub(before) < RSS_BOUND,
-        "RSS grew by {:.1} MiB over the hostile round (bound {RSS_BOUND_MIB} MiB)",
-        mib(after - before)
-    );
+    let name = format!("hostile round smtp={smtp_tls} imap={imap_tls}");
+    measure(pid, &name, || round(&mut p, &t, "hostile"));
     assert!(p.is_running());
 }
 
@@ -923,18 +1009,7 @@ fn flood_of_2000_connections_against_max_500() {
     let pid = p.pid();
     flood(&t, "warm-up");
     std::thread::sleep(Duration::from_millis(500));
-    let before = proc_kib(pid, "VmRSS");
-    flood(&t, "hostile");
-    std::thread::sleep(Duration::from_millis(500));
-    let after = proc_kib(pid, "VmRSS");
-    eprintln!(
-        "RSS flood: after warm-up {:.1} MiB, after hostile flood {:.1} MiB (growth {:+.1} MiB, bound {RSS_BOUND_MIB} MiB), peak {:.1} MiB",
-        mib(before),
-        mib(after),
-        (after as f64 - before as f64) / (1024.0 * 1024.0),
-        mib(proc_kib(pid, "VmHWM"))
-    );
-    assert!(after.saturating_sub(before) < RSS_BOUND);
+    measure(pid, "hostile flood", || flood(&t, "hostile"));
     assert!(p.is_running());
     assert!(p.logs().contains("too many connections; refusing"));
 }
@@ -1037,7 +1112,11 @@ fn flood(t: &Target, name: &str) {
 /// `421`/`* BYE` where the client expects a TLS record.
 #[test]
 fn refusal_on_a_tls_port_is_a_close() {
-    let p = start("implicit", "implicit", "max_connections = 1\nidle_timeout = \"10s\"\n");
+    let p = start(
+        "implicit",
+        "implicit",
+        "max_connections = 1\nidle_timeout = \"10s\"\n",
+    );
     let t = Target::new(&p, true, true);
     let held = t.smtp();
     for addr in [t.smtp, t.imap] {
@@ -1050,6 +1129,17 @@ fn refusal_on_a_tls_port_is_a_close() {
     drop(held);
 }
 
+/// The data dir Postern creates is private (captured mail, TLS key, token
+/// store live there); the generated TLS key is readable by its owner only.
+#[test]
+fn data_dir_and_tls_key_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = start("implicit", "none", "");
+    let mode = |path: PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(p.data_dir()), 0o700);
+    assert_eq!(mode(p.data_dir().join("tls/localhost-key.pem")), 0o600);
+}
+
 /// 100 wrong passwords in a row for one user: each failure is answered
 /// after a delay that doubles up to auth_backoff_max for that user, so the
 /// guesses take at least the sum of the delays; meanwhile another user logs
@@ -1059,6 +1149,8 @@ fn hundred_wrong_passwords_slow_down_that_user_only() {
     let limits = "auth_failure_delay = \"10ms\"\nauth_backoff_max = \"40ms\"\n";
     let p = start("none", "none", limits);
     let t = Target::new(&p, false, false);
+    let pid = p.pid();
+    let rss_before = proc_bytes(pid, "VmRSS");
     let done = AtomicBool::new(false);
     let started = Instant::now();
     let (elapsed, during) = std::thread::scope(|s| {
@@ -1086,26 +1178,61 @@ fn hundred_wrong_passwords_slow_down_that_user_only() {
         "100 wrong passwords took {:.1} s; the other user logged in {during} times meanwhile",
         elapsed.as_secs_f64()
     );
-    assert!(during >= 1, "the other user never logged in during the attack");
+    // argon2 runs in two reused work areas (~19 MiB each), so 100 failed
+    // checks cost at most those two areas, whatever the allocator does.
+    let rss_after = proc_bytes(pid, "VmRSS");
+    eprintln!(
+        "RSS around 100 wrong passwords: {:.1} MiB before, {:.1} MiB after",
+        mib(rss_before),
+        mib(rss_after)
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 64 << 20,
+        "RSS grew by {:.1} MiB over 100 wrong passwords (bound: 64 MiB)",
+        mib(rss_after.saturating_sub(rss_before))
+    );
+    assert!(
+        during >= 1,
+        "the other user never logged in during the attack"
+    );
     // 10 + 20 + 98 x 40 ms of delays, at least.
     assert!(elapsed >= Duration::from_millis(3950), "{elapsed:?}");
     let logs = p.logs();
-    let failed: Vec<&str> = logs.lines().filter(|l| l.contains("local login failed")).collect();
+    let failed: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("local login failed"))
+        .collect();
     assert_eq!(
-        failed.iter().filter(|l| l.contains(&format!("user={VICTIM} "))).count(),
+        failed
+            .iter()
+            .filter(|l| l.contains(&format!("user={VICTIM} ")))
+            .count(),
         100,
         "{failed:#?}"
     );
-    assert!(failed.iter().all(|l| !l.contains("user=app ")), "{failed:#?}");
-    assert!(failed.last().unwrap().contains("delay_ms=40"), "{failed:#?}");
+    assert!(
+        failed.iter().all(|l| !l.contains("user=app ")),
+        "{failed:#?}"
+    );
+    assert!(
+        failed.last().unwrap().contains("delay_ms=40"),
+        "{failed:#?}"
+    );
     // Per user: app's first failure gets the base delay, not victim's.
     let mut c = t.smtp();
     assert!(c.cmd("EHLO x.example").starts_with("250-"));
     let r = c.cmd(&format!("AUTH PLAIN {}", b64(b"\0app\0wrong")));
     assert!(r.starts_with("535 5.7.8"), "{r}");
-    assert!(wait_log_all(&p, &["local login failed", "user=app ", "delay_ms=10"], Duration::from_secs(5)));
+    assert!(wait_log_all(
+        &p,
+        &["local login failed", "user=app ", "delay_ms=10"],
+        Duration::from_secs(5)
+    ));
     // The owner's right password still works.
-    let r = c.cmd(&format!("AUTH PLAIN {}", b64(format!("\0{VICTIM}\0{APP_PASSWORD}").as_bytes())));
+    let r = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(format!("\0{VICTIM}\0{APP_PASSWORD}").as_bytes())
+    ));
     assert!(r.starts_with("235 "), "{r}");
 }
 
@@ -1125,10 +1252,19 @@ fn starttls_pipelined_commands_are_not_honoured() {
     assert!(r.starts_with("220 2.0.0"), "{r}");
     let mut c = c.starttls(&t.tls);
     let e = c.cmd("EHLO after.example");
-    assert!(e.starts_with("250-") && e.contains(" Hello"), "an injected command was answered: {e}");
-    assert!(e.contains("AUTH PLAIN LOGIN") && !e.contains("STARTTLS"), "{e}");
+    assert!(
+        e.starts_with("250-") && e.contains(" Hello"),
+        "an injected command was answered: {e}"
+    );
+    assert!(
+        e.contains("AUTH PLAIN LOGIN") && !e.contains("STARTTLS"),
+        "{e}"
+    );
     assert_eq!(c.cmd("NOOP"), "250 2.0.0 OK");
-    let a = c.cmd(&format!("AUTH PLAIN {}", b64(format!("\0app\0{APP_PASSWORD}").as_bytes())));
+    let a = c.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(format!("\0app\0{APP_PASSWORD}").as_bytes())
+    ));
     assert!(a.starts_with("235 "), "{a}");
     // MAIL is accepted: no injected transaction is open.
     finish_smtp(&t, &mut c, "after-starttls");
@@ -1147,12 +1283,18 @@ fn starttls_pipelined_commands_are_not_honoured() {
     finish_imap(&mut c);
     assert!(wait_log_all(
         &p,
-        &["discarding plaintext pipelined after STARTTLS", "proto=\"smtp\""],
+        &[
+            "discarding plaintext pipelined after STARTTLS",
+            "proto=\"smtp\""
+        ],
         Duration::from_secs(5)
     ));
     assert!(wait_log_all(
         &p,
-        &["discarding plaintext pipelined after STARTTLS", "proto=\"imap\""],
+        &[
+            "discarding plaintext pipelined after STARTTLS",
+            "proto=\"imap\""
+        ],
         Duration::from_secs(5)
     ));
 }
@@ -1176,12 +1318,27 @@ fn limits_are_configurable_with_sane_defaults() {
     let file = dir.path().join("p.toml");
     let base = "[smtp]\nlisten = \"127.0.0.1:0\"\n[limits]\n";
     let all = "max_connections = 7\nidle_timeout = \"42s\"\nimap_idle_timeout = \"40m\"\ndata_timeout = \"3m\"\nmax_message_size = 2048\nmax_recipients = 3\nmax_bad_commands = 4\nauth_failure_delay = \"5ms\"\nauth_backoff_max = \"6s\"\n";
-    let l = Config::from_str(&format!("{base}{all}"), &file).unwrap().limits;
+    let l = Config::from_str(&format!("{base}{all}"), &file)
+        .unwrap()
+        .limits;
     assert_eq!(
-        (l.max_connections, l.idle_timeout, l.imap_idle_timeout, l.data_timeout),
-        (7, Duration::from_secs(42), Duration::from_secs(2400), Duration::from_secs(180))
+        (
+            l.max_connections,
+            l.idle_timeout,
+            l.imap_idle_timeout,
+            l.data_timeout
+        ),
+        (
+            7,
+            Duration::from_secs(42),
+            Duration::from_secs(2400),
+            Duration::from_secs(180)
+        )
     );
-    assert_eq!((l.max_message_size, l.max_recipients, l.max_bad_commands), (2048, 3, 4));
+    assert_eq!(
+        (l.max_message_size, l.max_recipients, l.max_bad_commands),
+        (2048, 3, 4)
+    );
     assert_eq!(
         (l.auth_failure_delay, l.auth_backoff_max),
         (Duration::from_millis(5), Duration::from_secs(6))
@@ -1258,27 +1415,4 @@ fn raises_its_open_files_limit_and_logs_it() {
     assert!(soft > 1024, "soft limit still {soft}");
     assert_eq!(soft, logged, "{line}\n{row}");
     assert_eq!(soft, hard, "{row}");
-}
-
-#[test]
-fn tmp_rss_probe() {
-    let mut p = start("none", "implicit", &round_limits());
-    let t = Target::new(&p, false, true);
-    let pid = p.pid();
-    let show = |n: &str| eprintln!("{n}: RSS {:.1} MiB HWM {:.1}", mib(proc_kib(pid, "VmRSS")), mib(proc_kib(pid, "VmHWM")));
-    show("start");
-    good_smtp(&t, "x"); show("good_smtp");
-    good_imap(&t); show("good_imap");
-    for _ in 0..3 { wrong_smtp_passwords(&t, 10); show("wrong smtp 10"); }
-    smtp_long_line(&t); show("long line");
-    smtp_auth_garbage(&t); show("auth garbage");
-    smtp_data_too_big(&t); show("data too big");
-    smtp_data_endless(&t); show("data endless");
-    imap_long_line(&t); show("imap long");
-    imap_auth_garbage(&t); show("imap auth");
-    imap_literals(&t); show("imap lit");
-    smtp_never_reads(&p, &t); show("never reads");
-    imap_never_reads(&p, &t); show("imap never reads");
-    tls_mixups(&t); show("tls");
-    let _ = &mut p;
 }
