@@ -22,6 +22,16 @@ pub fn peer_env(var: &str) -> String {
     })
 }
 
+/// A unique marker (subject, token, user name part) so parallel tests never
+/// count each other's messages.
+pub fn marker(name: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{n}")
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -38,14 +38,6 @@ const DV_PW: &str = "pw-u27";
 
 /// The second local user (same password as `app`), for password guessing.
 const VICTIM: &str = "victim";
-
-fn marker(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{n}")
-}
 
 /// A Postern with SMTP (capture) and IMAP (via Dovecot) listeners.
 fn config(smtp_tls: &str, imap_tls: &str, limits: &str) -> String {

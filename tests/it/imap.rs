@@ -1,17 +1,19 @@
 //! The IMAP proxy against a real Dovecot (started by tests/run): real
 //! clients (Python imaplib, curl, raw sockets) through Postern.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn marker(name: &str) -> String {
-    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{name}-{n}")
-}
-
 /// Postern with SMTP capture and IMAP reading via a Dovecot account.
-fn imap_postern(user: &str, imap_tls: &str, local_tls: &str, auth: &str, extra: &str, env: &[(&str, &str)]) -> Postern {
+fn imap_postern(
+    user: &str,
+    imap_tls: &str,
+    local_tls: &str,
+    auth: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Postern {
     let port = match imap_tls {
         "implicit" => peer_env("DOVECOT_IMAPS_PORT"),
         _ => peer_env("DOVECOT_IMAP_PORT"),
@@ -28,7 +30,11 @@ fn pw_auth() -> &'static str {
 }
 
 fn self_signed(p: &Postern) -> String {
-    p.data_dir().join("tls/localhost.pem").to_str().unwrap().to_owned()
+    p.data_dir()
+        .join("tls/localhost.pem")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 const IMAPLIB: &str = r#"
@@ -68,18 +74,40 @@ m.logout()
 fn imaplib(p: &Postern, mode: &str, how: &str, size: usize, m: &str) -> String {
     let port = p.addr("imap").port().to_string();
     let ca = self_signed(p);
-    let (ok, out, err) = python(IMAPLIB, &[mode, &port, "app", APP_PASSWORD, how, &ca, &size.to_string(), m]);
+    let (ok, out, err) = python(
+        IMAPLIB,
+        &[
+            mode,
+            &port,
+            "app",
+            APP_PASSWORD,
+            how,
+            &ca,
+            &size.to_string(),
+            m,
+        ],
+    );
     assert!(ok, "{out}\n{err}\n{}", p.logs());
     out
 }
 
 #[test]
 fn implicit_upstream_password_login_plain_literal_and_5mib_append() {
-    let p = imap_postern("u12@example.test", "implicit", "none", pw_auth(), "", &[("U_PW", "pw-u12")]);
+    let p = imap_postern(
+        "u12@example.test",
+        "implicit",
+        "none",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u12")],
+    );
     let out = imaplib(&p, "plain", "login", 0, "");
     assert!(out.contains("login OK"), "{out}");
     // Upstream capabilities, IMAP4rev1 first.
-    assert!(out.contains("caps IMAP4REV1") || out.contains("caps IMAP4rev1"), "{out}");
+    assert!(
+        out.contains("caps IMAP4REV1") || out.contains("caps IMAP4rev1"),
+        "{out}"
+    );
     assert!(out.contains("IDLE"), "{out}");
     let out = imaplib(&p, "plain", "plain", 0, "");
     assert!(out.contains("login OK"), "{out}");
@@ -87,18 +115,34 @@ fn implicit_upstream_password_login_plain_literal_and_5mib_append() {
     assert!(out.contains("login OK"), "{out}");
     let m = marker("big");
     let out = imaplib(&p, "plain", "login", 5 * 1024 * 1024, &m);
-    assert!(out.contains("append OK") && out.contains("same True"), "{out}");
+    assert!(
+        out.contains("append OK") && out.contains("same True"),
+        "{out}"
+    );
 }
 
 #[test]
 fn starttls_to_postern_and_starttls_upstream() {
-    let p = imap_postern("u13@example.test", "starttls", "starttls", pw_auth(), "", &[("U_PW", "pw-u13")]);
+    let p = imap_postern(
+        "u13@example.test",
+        "starttls",
+        "starttls",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u13")],
+    );
     let out = imaplib(&p, "starttls", "login", 64 * 1024, &marker("stls"));
-    assert!(out.contains("login OK") && out.contains("same True"), "{out}");
+    assert!(
+        out.contains("login OK") && out.contains("same True"),
+        "{out}"
+    );
 }
 
 fn mint(token: &str, user: &str) {
-    let (ok, o, e) = run(repo_root().join("tests/peers/token").to_str().unwrap(), &["mint", token, user]);
+    let (ok, o, e) = run(
+        repo_root().join("tests/peers/token").to_str().unwrap(),
+        &["mint", token, user],
+    );
     assert!(ok, "{o}{e}");
 }
 
@@ -110,19 +154,33 @@ fn xoauth2_upstream_and_revocation() {
     mint(&tok, user);
     let file = dir.path().join("tok");
     std::fs::write(&file, &tok).unwrap();
-    let auth = format!("auth = \"oauth2\"\ntoken_command = \"cat {}\"", file.display());
+    let auth = format!(
+        "auth = \"oauth2\"\ntoken_command = \"cat {}\"",
+        file.display()
+    );
     let p = imap_postern(user, "starttls", "none", &auth, "", &[]);
     let out = imaplib(&p, "plain", "login", 1024, &marker("x"));
-    assert!(out.contains("login OK") && out.contains("same True"), "{out}");
+    assert!(
+        out.contains("login OK") && out.contains("same True"),
+        "{out}"
+    );
     // Revoked: the command is run again, gives the same revoked token, and
     // the client gets the documented NO.
-    let (ok, o, e) = run(repo_root().join("tests/peers/token").to_str().unwrap(), &["revoke", &tok]);
+    let (ok, o, e) = run(
+        repo_root().join("tests/peers/token").to_str().unwrap(),
+        &["revoke", &tok],
+    );
     assert!(ok, "{o}{e}");
     let mut c = Raw::connect(p.addr("imap"));
     c.line();
     c.send(format!("a1 LOGIN app {APP_PASSWORD}\r\n").as_bytes());
     let r = c.line().unwrap();
-    assert!(r.starts_with("a1 NO [AUTHENTICATIONFAILED] upstream rejected the access token of account dv"), "{r}");
+    assert!(
+        r.starts_with(
+            "a1 NO [AUTHENTICATIONFAILED] upstream rejected the access token of account dv"
+        ),
+        "{r}"
+    );
     assert!(r.contains("postern auth dv"), "{r}");
     assert!(!p.logs().contains(&tok));
     // The proxy stays up for the next client.
@@ -133,7 +191,14 @@ fn xoauth2_upstream_and_revocation() {
 #[test]
 fn idle_sees_a_message_delivered_meanwhile() {
     let user = "u15@example.test";
-    let p = imap_postern(user, "implicit", "none", pw_auth(), "", &[("U_PW", "pw-u15")]);
+    let p = imap_postern(
+        user,
+        "implicit",
+        "none",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u15")],
+    );
     let mut c = Raw::connect(p.addr("imap"));
     assert!(c.line().unwrap().starts_with("* OK"));
     c.send(format!("a1 LOGIN app {APP_PASSWORD}\r\n").as_bytes());
@@ -152,7 +217,16 @@ m.login(user, pw)
 m.append('INBOX', None, None, ('Subject: %s\r\n\r\nhi\r\n' % marker).encode())
 m.logout()
 "#;
-    let (ok, o, e) = python(script, &[&peer_env("DOVECOT_IMAPS_PORT"), user, "pw-u15", &peer_env("PEERS_CA"), &m]);
+    let (ok, o, e) = python(
+        script,
+        &[
+            &peer_env("DOVECOT_IMAPS_PORT"),
+            user,
+            "pw-u15",
+            &peer_env("PEERS_CA"),
+            &m,
+        ],
+    );
     assert!(ok, "{o}{e}");
     let t = Instant::now();
     let mut seen = false;
@@ -182,12 +256,32 @@ m.login(user, pw)
 m.append('INBOX', None, None, ('Subject: %s\r\n\r\ncurl body\r\n' % marker).encode())
 m.logout()
 "#;
-    let (ok, o, e) = python(script, &[&peer_env("DOVECOT_IMAPS_PORT"), user, "pw-u16", &peer_env("PEERS_CA"), &m]);
+    let (ok, o, e) = python(
+        script,
+        &[
+            &peer_env("DOVECOT_IMAPS_PORT"),
+            user,
+            "pw-u16",
+            &peer_env("PEERS_CA"),
+            &m,
+        ],
+    );
     assert!(ok, "{o}{e}");
     for local in ["none", "implicit"] {
-        let p = imap_postern(user, "implicit", local, pw_auth(), "", &[("U_PW", "pw-u16")]);
+        let p = imap_postern(
+            user,
+            "implicit",
+            local,
+            pw_auth(),
+            "",
+            &[("U_PW", "pw-u16")],
+        );
         let port = p.addr("imap").port();
-        let (scheme, host) = if local == "none" { ("imap", "127.0.0.1") } else { ("imaps", "localhost") };
+        let (scheme, host) = if local == "none" {
+            ("imap", "127.0.0.1")
+        } else {
+            ("imaps", "localhost")
+        };
         let resolve = format!("localhost:{port}:127.0.0.1");
         let ca = self_signed(&p);
         let base = format!("{scheme}://{host}:{port}");
@@ -207,10 +301,20 @@ m.logout()
 
 #[test]
 fn local_side_dialogue_and_refusals() {
-    let p = imap_postern("u17@example.test", "implicit", "none", pw_auth(), "max_bad_commands = 50\n", &[("U_PW", "pw-u17")]);
+    let p = imap_postern(
+        "u17@example.test",
+        "implicit",
+        "none",
+        pw_auth(),
+        "max_bad_commands = 50\n",
+        &[("U_PW", "pw-u17")],
+    );
     let mut c = Raw::connect(p.addr("imap"));
     let g = c.line().unwrap();
-    assert!(g.starts_with("* OK [CAPABILITY IMAP4rev1 ") && g.contains("AUTH=PLAIN"), "{g}");
+    assert!(
+        g.starts_with("* OK [CAPABILITY IMAP4rev1 ") && g.contains("AUTH=PLAIN"),
+        "{g}"
+    );
     c.send(b"t1 NOOP\r\n");
     assert_eq!(c.line().unwrap(), "t1 OK NOOP completed");
     c.send(b"t2 ID (\"name\" \"test\")\r\n");
@@ -218,7 +322,10 @@ fn local_side_dialogue_and_refusals() {
     assert!(c.line().unwrap().starts_with("t2 OK"));
     c.send(b"t3 SELECT INBOX\r\n");
     let r = c.line().unwrap();
-    assert!(r.starts_with("t3 BAD SELECT is not valid before login"), "{r}");
+    assert!(
+        r.starts_with("t3 BAD SELECT is not valid before login"),
+        "{r}"
+    );
     c.send(b"t4 AUTHENTICATE CRAM-MD5\r\n");
     assert!(c.line().unwrap().starts_with("t4 NO"));
     c.send(b"t5 STARTTLS\r\n");
@@ -231,11 +338,17 @@ fn local_side_dialogue_and_refusals() {
     assert!(c.line().unwrap().starts_with("t7 BAD [TOOBIG]"));
     // Wrong password.
     c.send(b"t8 LOGIN app wrong\r\n");
-    assert!(c.line().unwrap().starts_with("t8 NO [AUTHENTICATIONFAILED]"));
+    assert!(c
+        .line()
+        .unwrap()
+        .starts_with("t8 NO [AUTHENTICATIONFAILED]"));
     // A user without read_via.
     c.send(format!("t9 LOGIN noimap \"{APP_PASSWORD}\"\r\n").as_bytes());
     let r = c.line().unwrap();
-    assert!(r.starts_with("t9 NO") && r.contains("IMAP is not configured for user noimap"), "{r}");
+    assert!(
+        r.starts_with("t9 NO") && r.contains("IMAP is not configured for user noimap"),
+        "{r}"
+    );
     // Quoted string with escapes and a synchronising literal; tag kept exactly.
     c.send(b"Tag.10 LOGIN \"app\" {9}\r\n");
     assert!(c.line().unwrap().starts_with("+ "));
@@ -248,7 +361,14 @@ fn local_side_dialogue_and_refusals() {
 
 #[test]
 fn non_synchronising_literal_and_authenticate_continuation() {
-    let p = imap_postern("u18@example.test", "implicit", "none", pw_auth(), "", &[("U_PW", "pw-u18")]);
+    let p = imap_postern(
+        "u18@example.test",
+        "implicit",
+        "none",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u18")],
+    );
     let mut c = Raw::connect(p.addr("imap"));
     c.line();
     c.send(format!("a LOGIN {{3+}}\r\napp {{9+}}\r\n{APP_PASSWORD}\r\n").as_bytes());
@@ -285,7 +405,11 @@ fn unreachable_upstream_and_tls_name_mismatch_give_unavailable() {
             });
         }
     });
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = format!(
         "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[users.a]\npassword_hash = \"{APP_HASH}\"\nread_via = \"gone\"\n[users.b]\npassword_hash = \"{APP_HASH}\"\nread_via = \"badname\"\n{FAST_LIMITS}upstream_timeout = \"2s\"\n[accounts.gone]\nemail = \"g@example.test\"\nimap = {{ host = \"127.0.0.1\", port = {closed}, tls = \"implicit\" }}\nauth = \"password\"\npassword_env = \"X\"\n[accounts.badname]\nemail = \"b@example.test\"\nimap = {{ host = \"localhost\", port = {bad_port}, tls = \"implicit\" }}\nca_file = \"{}\"\nauth = \"password\"\npassword_env = \"X\"\n",
         pki.ca_pem_path.display()
@@ -295,10 +419,16 @@ fn unreachable_upstream_and_tls_name_mismatch_give_unavailable() {
     c.line();
     c.send(format!("1 LOGIN a {APP_PASSWORD}\r\n").as_bytes());
     let r = c.line().unwrap();
-    assert!(r.starts_with("1 NO [UNAVAILABLE]") && r.contains("try 993"), "{r}");
+    assert!(
+        r.starts_with("1 NO [UNAVAILABLE]") && r.contains("try 993"),
+        "{r}"
+    );
     c.send(format!("2 LOGIN b {APP_PASSWORD}\r\n").as_bytes());
     let r = c.line().unwrap();
-    assert!(r.starts_with("2 NO [UNAVAILABLE]") && r.contains("not valid for that name"), "{r}");
+    assert!(
+        r.starts_with("2 NO [UNAVAILABLE]") && r.contains("not valid for that name"),
+        "{r}"
+    );
     c.send(b"3 LOGOUT\r\n");
     assert!(c.line().unwrap().starts_with("* BYE"));
 }

@@ -5,14 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::harness::*;
 
-fn marker(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{n}")
-}
-
 fn config(tls: &str, extra: &str) -> String {
     format!(
         "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\ntls = \"{tls}\"\n{}{FAST_LIMITS}{extra}",

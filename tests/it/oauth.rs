@@ -11,21 +11,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::oauth_server::{revoke, OAuthServer};
 use crate::relay::sink_messages;
 
 const CLIENT: &str = "postern-test-client";
-
-fn marker(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{n}")
-}
 
 /// A test's authorization server, config and data dir.
 struct Env {

@@ -9,7 +9,10 @@ use crate::harness::*;
 use crate::relay::{sink_messages, strip_trace};
 
 fn uniq(name: &str) -> String {
-    let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{name}{}", n % 1_000_000_000)
 }
 
@@ -31,7 +34,11 @@ fn fake_account(name: &str, f: &FakeSmtp, pki: &TestPki, limit: u32) -> String {
 }
 
 fn pool_config(pool: &str, accounts: &[&str], extra_pool: &str, rest: &str) -> String {
-    let list = accounts.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let list = accounts
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{}{FAST_LIMITS}upstream_timeout = \"5s\"\n\n{rest}\n[pools.{pool}]\naccounts = [{list}]\n{extra_pool}\n",
         users_section(&format!("pool:{pool}"))
@@ -66,7 +73,13 @@ fn send(c: &mut Raw, from: &str, marker: &str) -> String {
 #[test]
 fn rotation_limits_quota_failover_and_exhaustion() {
     let pki = TestPki::new();
-    let f = FakeSmtp::start(Script { tls: Tls::Implicit, ..Script::default() }, &pki);
+    let f = FakeSmtp::start(
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+        &pki,
+    );
     let (d1, d2) = (uniq("da"), uniq("db"));
     let rest = format!(
         "{}{}{}",
@@ -74,10 +87,19 @@ fn rotation_limits_quota_failover_and_exhaustion() {
         dovecot(&d2, "u22@example.test", 12),
         fake_account("fk", &f, &pki, 12)
     );
-    let cfg = pool_config("out", &[&d1, &d2, "fk"], "strategy = \"round-robin\"\n", &rest);
+    let cfg = pool_config(
+        "out",
+        &[&d1, &d2, "fk"],
+        "strategy = \"round-robin\"\n",
+        &rest,
+    );
     let pw1 = format!("PW_{}", d1.to_uppercase());
     let pw2 = format!("PW_{}", d2.to_uppercase());
-    let p = Postern::start_with(&cfg, 1, &[(&pw1, "pw-u21"), (&pw2, "pw-u22"), ("PW_FAKE", "x")]);
+    let p = Postern::start_with(
+        &cfg,
+        1,
+        &[(&pw1, "pw-u21"), (&pw2, "pw-u22"), ("PW_FAKE", "x")],
+    );
     let m = uniq("rot-");
     let mut c = login(&p);
     for i in 0..30 {
@@ -86,31 +108,78 @@ fn rotation_limits_quota_failover_and_exhaustion() {
     }
     let at_sink = sink_messages(&format!("{m}-"), 20, Duration::from_secs(10));
     let by = |u: &str| at_sink.iter().filter(|s| s.mail_from == u).count();
-    assert_eq!((by("u21@example.test"), by("u22@example.test"), f.messages().len()), (10, 10, 10), "round-robin shares");
+    assert_eq!(
+        (
+            by("u21@example.test"),
+            by("u22@example.test"),
+            f.messages().len()
+        ),
+        (10, 10, 10),
+        "round-robin shares"
+    );
     // The fake mailbox starts refusing with Gmail's quota reply.
-    f.set_script(Script { tls: Tls::Implicit, end_reply: "550 5.4.5 Daily user sending limit exceeded.".into(), ..Script::default() });
+    f.set_script(Script {
+        tls: Tls::Implicit,
+        end_reply: "550 5.4.5 Daily user sending limit exceeded.".into(),
+        ..Script::default()
+    });
     for i in 30..34 {
         let r = send(&mut c, "app@corp.example", &format!("{m}-{i}"));
-        assert!(r.starts_with("250"), "message {i} must be failed over: {r}\n{}", p.logs());
+        assert!(
+            r.starts_with("250"),
+            "message {i} must be failed over: {r}\n{}",
+            p.logs()
+        );
     }
-    assert_eq!(f.messages().len(), 10, "no message accepted by the quota-refusing mailbox");
+    assert_eq!(
+        f.messages().len(),
+        10,
+        "no message accepted by the quota-refusing mailbox"
+    );
     let at_sink = sink_messages(&format!("{m}-"), 24, Duration::from_secs(10));
-    assert_eq!(by_count(&at_sink, "u21@example.test") + by_count(&at_sink, "u22@example.test"), 24);
-    assert!(by_count(&at_sink, "u21@example.test") <= 12 && by_count(&at_sink, "u22@example.test") <= 12);
+    assert_eq!(
+        by_count(&at_sink, "u21@example.test") + by_count(&at_sink, "u22@example.test"),
+        24
+    );
+    assert!(
+        by_count(&at_sink, "u21@example.test") <= 12
+            && by_count(&at_sink, "u22@example.test") <= 12
+    );
     // All full or parked: 451 4.4.5 with the time capacity returns.
     let r = send(&mut c, "app@corp.example", &format!("{m}-last"));
-    assert!(r.starts_with("451 4.4.5") && r.contains("capacity returns at"), "{r}");
-    assert!(p.logs().contains("pool route"), "routing decisions are logged");
+    assert!(
+        r.starts_with("451 4.4.5") && r.contains("capacity returns at"),
+        "{r}"
+    );
+    assert!(
+        p.logs().contains("pool route"),
+        "routing decisions are logged"
+    );
     // Status shows the parked mailbox and the used counts.
     let (ok, out, err) = run(BIN, &["--config", p.config.to_str().unwrap(), "status"]);
     assert!(ok, "{err}");
-    assert!(out.contains("fk: used 10/10") && out.contains("parked (quota)"), "{out}");
+    assert!(
+        out.contains("fk: used 10/10") && out.contains("parked (quota)"),
+        "{out}"
+    );
     assert!(out.contains(&format!("{d1}: used 12/12")), "{out}");
-    let (ok, json, _) = run(BIN, &["--config", p.config.to_str().unwrap(), "status", "--json"]);
+    let (ok, json, _) = run(
+        BIN,
+        &["--config", p.config.to_str().unwrap(), "status", "--json"],
+    );
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let fk = v["quota"]["accounts"].as_array().unwrap().iter().find(|a| a["account"] == "fk").unwrap().clone();
-    assert_eq!(fk["ceiling"]["value"], 10, "observed ceiling recorded: {fk}");
+    let fk = v["quota"]["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "fk")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        fk["ceiling"]["value"], 10,
+        "observed ceiling recorded: {fk}"
+    );
 }
 
 fn by_count(v: &[crate::relay::SinkMessage], user: &str) -> usize {
@@ -120,7 +189,12 @@ fn by_count(v: &[crate::relay::SinkMessage], user: &str) -> usize {
 #[test]
 fn from_rewrite_keeps_every_other_byte() {
     let d = uniq("dr");
-    let cfg = pool_config("rw", &[&d], "from_policy = \"rewrite\"\n", &dovecot(&d, "u23@example.test", 100));
+    let cfg = pool_config(
+        "rw",
+        &[&d],
+        "from_policy = \"rewrite\"\n",
+        &dovecot(&d, "u23@example.test", 100),
+    );
     let pw = format!("PW_{}", d.to_uppercase());
     let p = Postern::start_with(&cfg, 1, &[(&pw, "pw-u23")]);
     let m = uniq("rewrite-");
@@ -146,12 +220,20 @@ fn from_rewrite_keeps_every_other_byte() {
 #[test]
 fn require_match_refuses_foreign_senders() {
     let d = uniq("dm");
-    let cfg = pool_config("rm", &[&d], "from_policy = \"require-match\"\n", &dovecot(&d, "u24@example.test", 100));
+    let cfg = pool_config(
+        "rm",
+        &[&d],
+        "from_policy = \"require-match\"\n",
+        &dovecot(&d, "u24@example.test", 100),
+    );
     let pw = format!("PW_{}", d.to_uppercase());
     let p = Postern::start_with(&cfg, 1, &[(&pw, "pw-u24")]);
     let mut c = login(&p);
     let r = c.cmd("MAIL FROM:<alice@corp.example>");
-    assert!(r.starts_with("550 5.7.1") && r.contains("u24@example.test"), "{r}");
+    assert!(
+        r.starts_with("550 5.7.1") && r.contains("u24@example.test"),
+        "{r}"
+    );
     let m = uniq("match-");
     let r = send(&mut c, "u24@example.test", &m);
     assert!(r.starts_with("250"), "{r}");
@@ -160,7 +242,13 @@ fn require_match_refuses_foreign_senders() {
 #[test]
 fn counters_survive_kill_9() {
     let pki = TestPki::new();
-    let f = FakeSmtp::start(Script { tls: Tls::Implicit, ..Script::default() }, &pki);
+    let f = FakeSmtp::start(
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+        &pki,
+    );
     let cfg = format!(
         "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{}{FAST_LIMITS}\n{}",
         users_section("fk"),
@@ -187,20 +275,35 @@ fn counters_survive_kill_9() {
     let config = p.config.clone();
     drop(p);
     let p2 = Postern::spawn(tmp, config.clone(), 1, &[("PW_FAKE", "x")]);
-    let (ok, json, err) = run(BIN, &["--config", config.to_str().unwrap(), "status", "--json"]);
+    let (ok, json, err) = run(
+        BIN,
+        &["--config", config.to_str().unwrap(), "status", "--json"],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let a = &v["quota"]["accounts"][0];
     let counted = a["used"].as_u64().unwrap() + a["reserved"].as_u64().unwrap();
-    assert!(counted >= accepted as u64, "counted {counted} < accepted {accepted}: {a}");
-    assert_eq!(counted, 10, "8 sent + 2 reserved in flight (over-counting is the safe side): {a}");
+    assert!(
+        counted >= accepted as u64,
+        "counted {counted} < accepted {accepted}: {a}"
+    );
+    assert_eq!(
+        counted, 10,
+        "8 sent + 2 reserved in flight (over-counting is the safe side): {a}"
+    );
     drop(p2);
 }
 
 #[test]
 fn two_instances_share_limits_through_redis() {
     let pki = TestPki::new();
-    let f = FakeSmtp::start(Script { tls: Tls::Implicit, ..Script::default() }, &pki);
+    let f = FakeSmtp::start(
+        Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        },
+        &pki,
+    );
     let acct = uniq("shared");
     let cfg = format!(
         "data_dir = \"var\"\nquota_store = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{}{FAST_LIMITS}\n{}[pools.sh]\naccounts = [\"{acct}\"]\nfrom_policy = \"keep\"\n",
@@ -227,8 +330,15 @@ fn two_instances_share_limits_through_redis() {
     });
     let results = results.into_inner().unwrap();
     let ok = results.iter().filter(|r| r.starts_with("250")).count();
-    let refused = results.iter().filter(|r| r.starts_with("451") || r.starts_with("452")).count();
-    assert_eq!(f.messages().len(), 20, "exactly the limit reached the upstream");
+    let refused = results
+        .iter()
+        .filter(|r| r.starts_with("451") || r.starts_with("452"))
+        .count();
+    assert_eq!(
+        f.messages().len(),
+        20,
+        "exactly the limit reached the upstream"
+    );
     assert_eq!(ok, 20, "{results:?}");
     assert_eq!(refused, results.len() - 20, "{results:?}");
 }
@@ -237,7 +347,10 @@ fn two_instances_share_limits_through_redis() {
 fn trace_header_only_when_asked() {
     let d = uniq("dt");
     // trace_header is a top-level key: put it before any table.
-    let cfg = format!("trace_header = true\n{}", pool_config("tr", &[&d], "", &dovecot(&d, "u25@example.test", 100)));
+    let cfg = format!(
+        "trace_header = true\n{}",
+        pool_config("tr", &[&d], "", &dovecot(&d, "u25@example.test", 100))
+    );
     let pw = format!("PW_{}", d.to_uppercase());
     let p = Postern::start_with(&cfg, 1, &[(&pw, "pw-u25")]);
     let m = uniq("trace-");
@@ -245,6 +358,9 @@ fn trace_header_only_when_asked() {
     assert!(send(&mut c, "u25@example.test", &m).starts_with("250"));
     let got = sink_messages(&m, 1, Duration::from_secs(10));
     let text = String::from_utf8_lossy(&got[0].data).into_owned();
-    assert!(text.contains(&format!("X-Postern-Route: pool=tr; account={d}\r\n")), "{text}");
+    assert!(
+        text.contains(&format!("X-Postern-Route: pool=tr; account={d}\r\n")),
+        "{text}"
+    );
     assert!(p.logs().contains("pool route"));
 }

@@ -3,17 +3,9 @@
 //! XOAUTH2 tokens from token_command; messages checked at the sink.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
-
-fn marker(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{n}")
-}
 
 /// A Dovecot-backed account section.
 pub fn dovecot_account(name: &str, user: &str, tls: &str, auth: &str) -> String {
