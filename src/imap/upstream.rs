@@ -197,7 +197,8 @@ impl ImapUpstream {
     }
 
     async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
-        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage).await
+        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage)
+            .await
     }
 
     /// Send a command, waiting for `+` between literal parts.
@@ -246,7 +247,15 @@ impl ImapUpstream {
                 }
             }
             self.rbuf.reserve(8192);
-            crate::upstream::read_more(&mut self.stream, &mut self.rbuf, deadline, &self.target, stage, self.timeout.as_secs()).await?;
+            crate::upstream::read_more(
+                &mut self.stream,
+                &mut self.rbuf,
+                deadline,
+                &self.target,
+                stage,
+                self.timeout.as_secs(),
+            )
+            .await?;
         }
     }
 
@@ -300,6 +309,11 @@ impl ImapUpstream {
     /// post-login capabilities.
     pub async fn login(&mut self, cfg: &ImapAccount) -> Result<(), LoginFailure> {
         if self.preauth {
+            // Already logged in by the server (PREAUTH): just learn the
+            // capabilities.
+            if self.caps.is_empty() {
+                self.capability().await?;
+            }
             return Ok(());
         }
         let tag = self.tag();

@@ -193,3 +193,46 @@ fn shipped_examples_are_valid() {
         assert!(ok, "{f}: {out}\n{err}");
     }
 }
+
+#[test]
+fn json_log_format() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut found = None;
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        if v["fields"]["message"] == "listening" {
+            found = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = found.expect("a listening line");
+    assert_eq!(v["fields"]["proto"], "smtp");
+    assert!(v["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+}

@@ -432,3 +432,118 @@ fn unreachable_upstream_and_tls_name_mismatch_give_unavailable() {
     c.send(b"3 LOGOUT\r\n");
     assert!(c.line().unwrap().starts_with("* BYE"));
 }
+
+/// A scripted plaintext IMAP upstream on loopback: a greeting, then for each
+/// command line a canned answer chosen by the closure. Records what it got.
+fn scripted_imap(
+    greeting: &'static str,
+    answer: fn(&str) -> Vec<String>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = w.write_all(format!("{greeting}\r\n").as_bytes());
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let l = line.trim_end().to_owned();
+                    seen.lock().unwrap().push(l.clone());
+                    for a in answer(&l) {
+                        let _ = w.write_all(format!("{a}\r\n").as_bytes());
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn scripted_postern(port: u16, auth: &str) -> Postern {
+    let cfg = format!(
+        "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{APP_HASH}\"\nread_via = \"fk\"\n{FAST_LIMITS}upstream_timeout = \"3s\"\n[accounts.fk]\nemail = \"fk@example.test\"\nimap = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\" }}\n{auth}\n"
+    );
+    Postern::start_with(&cfg, 2, &[("X", "pw")])
+}
+
+#[test]
+fn upstream_greeting_bye_preauth_and_oauthbearer_only() {
+    let pw = "auth = \"password\"\npassword_env = \"X\"";
+    // BYE greeting: the client is told the server refused.
+    let (port, _) = scripted_imap("* BYE Too busy, try later", |_| vec![]);
+    let p = scripted_postern(port, pw);
+    let mut c = Raw::connect(p.addr("imap"));
+    c.line();
+    c.send(format!("a LOGIN app {APP_PASSWORD}\r\n").as_bytes());
+    let r = c.line().unwrap();
+    assert!(
+        r.starts_with("a NO [UNAVAILABLE]") && r.contains("Too busy"),
+        "{r}"
+    );
+
+    // PREAUTH: no login upstream; the capabilities are asked for.
+    let (port, seen) = scripted_imap("* PREAUTH IMAP4rev1 server logged in as fk", |l| {
+        let tag = l.split(' ').next().unwrap_or("*").to_owned();
+        if l.contains("CAPABILITY") {
+            vec![
+                "* CAPABILITY IMAP4rev1 IDLE".into(),
+                format!("{tag} OK done"),
+            ]
+        } else {
+            vec![format!("{tag} OK {l}")]
+        }
+    });
+    let p = scripted_postern(port, pw);
+    let mut c = Raw::connect(p.addr("imap"));
+    c.line();
+    c.send(format!("a LOGIN app {APP_PASSWORD}\r\n").as_bytes());
+    let r = c.line().unwrap();
+    assert!(r.starts_with("a OK [CAPABILITY IMAP4rev1 IDLE]"), "{r}");
+    assert!(
+        !seen.lock().unwrap().iter().any(|l| l.contains("LOGIN")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // Only OAUTHBEARER offered, no SASL-IR: AUTHENTICATE via a continuation.
+    let (port, seen) = scripted_imap("* OK [CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER] ready", |l| {
+        if l.ends_with("AUTHENTICATE OAUTHBEARER") {
+            vec!["+ ".into()]
+        } else if l.starts_with('P') && l.contains(' ') {
+            let tag = l.split(' ').next().unwrap().to_owned();
+            vec![format!("{tag} OK done")]
+        } else if !l.contains(' ') {
+            // The SASL payload line: accept.
+            vec!["P1 OK [CAPABILITY IMAP4rev1 IDLE] authenticated".into()]
+        } else {
+            vec![]
+        }
+    });
+    let p = scripted_postern(port, "auth = \"oauth2\"\ntoken_command = \"echo tok-ob\"");
+    let mut c = Raw::connect(p.addr("imap"));
+    c.line();
+    c.send(format!("a LOGIN app {APP_PASSWORD}\r\n").as_bytes());
+    let r = c.line().unwrap();
+    assert!(
+        r.starts_with("a OK [CAPABILITY IMAP4rev1 IDLE]"),
+        "{r}\n{}",
+        p.logs()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "P1 AUTHENTICATE OAUTHBEARER", "{seen:?}");
+    let payload =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &seen[1]).unwrap();
+    let payload = String::from_utf8(payload).unwrap();
+    assert!(
+        payload.starts_with("n,a=fk@example.test,\u{1}host=127.0.0.1\u{1}")
+            && payload.contains("auth=Bearer tok-ob"),
+        "{payload:?}"
+    );
+}
