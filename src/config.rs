@@ -800,7 +800,11 @@ impl Config {
                     };
                     let client = o.and_then(|o| o.client_id.as_deref()).unwrap_or("?");
                     let secret = match o {
-                        Some(o) if o.client_secret_env.is_some() || o.client_secret_file.is_some() => "confidential client",
+                        Some(o)
+                            if o.client_secret_env.is_some() || o.client_secret_file.is_some() =>
+                        {
+                            "confidential client"
+                        }
                         _ => "public client",
                     };
                     format!("oauth2 (built-in: {grant} grant, client_id {client}, {secret}; consent with `postern auth {}`)", a.name)

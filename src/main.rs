@@ -184,7 +184,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Status { json } => {
             let config = load(&cli)?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let quota = rt.block_on(quota_status(&config))?;
             if *json {
                 let v = serde_json::json!({
@@ -204,7 +206,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The quota state `run` keeps (SQLite in data_dir, or Redis), read while
 /// `run` may be running.
 async fn quota_status(config: &Config) -> anyhow::Result<postern::pool::Status> {
-    let store = postern::pool::Store::open(config).await.context("opening the quota store")?;
+    let store = postern::pool::Store::open(config)
+        .await
+        .context("opening the quota store")?;
     let pools = postern::pool::Pools::new(config, store)?;
     Ok(pools.status(jiff::Timestamp::now()).await?)
 }

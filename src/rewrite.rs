@@ -74,7 +74,10 @@ fn phrase(name: &str) -> String {
         format!("\"{escaped}\"")
     } else {
         use base64::Engine;
-        format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(name.as_bytes()))
+        format!(
+            "=?utf-8?b?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
+        )
     }
 }
 
@@ -135,12 +138,18 @@ mod tests {
         assert!(out.starts_with("From: \"Alice\" <p@x.example>\r\nReply-To: Alice\r\n <alice@corp.example>\r\nSubject: s\r\n"), "{out}");
         let m = "From: Jörg <j@corp.example>\r\n\r\nx\r\n".as_bytes();
         let out = String::from_utf8(rewrite_from(m, "p@x.example")).unwrap();
-        assert!(out.starts_with("From: =?utf-8?b?SsO2cmc=?= <p@x.example>\r\n"), "{out}");
+        assert!(
+            out.starts_with("From: =?utf-8?b?SsO2cmc=?= <p@x.example>\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn no_from_header() {
-        assert_eq!(rewrite_from(b"Subject: s\r\n\r\nx\r\n", "p@x.example"), b"From: <p@x.example>\r\nSubject: s\r\n\r\nx\r\n".to_vec());
+        assert_eq!(
+            rewrite_from(b"Subject: s\r\n\r\nx\r\n", "p@x.example"),
+            b"From: <p@x.example>\r\nSubject: s\r\n\r\nx\r\n".to_vec()
+        );
     }
 
     #[test]

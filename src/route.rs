@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::capture::{self, Capture};
 use crate::config::{Config, SendVia};
-use crate::smtp::codec::{MailParams, Path, Reply};
 use crate::pool::Pools;
+use crate::smtp::codec::{MailParams, Path, Reply};
 use crate::smtp::relay::{DirectTransaction, PoolRoute, PoolTransaction};
 use crate::smtp::upstream::AccountRelay;
 
@@ -130,7 +130,9 @@ impl Router {
             SendVia::Capture => Some(Route::Capture(self.capture.clone())),
             SendVia::Account(a) => {
                 let pools = self.pools.clone()?;
-                self.accounts.get(a).map(|r| Route::Account(r.clone(), pools))
+                self.accounts
+                    .get(a)
+                    .map(|r| Route::Account(r.clone(), pools))
             }
             SendVia::Pool(p) => self.pool_routes.get(p).map(|r| Route::Pool(r.clone())),
         }
@@ -156,7 +158,8 @@ impl Route {
                 Reply::new(250, "2.1.0", "Sender OK (capture)"),
             )),
             Route::Account(relay, pools) => {
-                let (tx, reply) = DirectTransaction::open(relay.clone(), pools.clone(), from, params).await?;
+                let (tx, reply) =
+                    DirectTransaction::open(relay.clone(), pools.clone(), from, params).await?;
                 Ok((Transaction::Relay(Box::new(tx)), reply))
             }
             Route::Pool(route) => {

@@ -150,7 +150,9 @@ impl UpstreamError {
         use crate::smtp::upstream::Verdict;
         match self {
             UpstreamError::AuthRejected { .. } => Verdict::Auth,
-            UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => Verdict::Transient,
+            UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => {
+                Verdict::Transient
+            }
             UpstreamError::Credential(_) => Verdict::Auth,
             UpstreamError::AuthTemporary { .. } => Verdict::Throttled,
             _ => Verdict::Transient,
@@ -211,7 +213,13 @@ where
 }
 
 /// Write and flush to an upstream within `timeout`.
-pub async fn write_within<S>(stream: &mut S, data: &[u8], timeout: Duration, target: &str, stage: &'static str) -> Result<(), UpstreamError>
+pub async fn write_within<S>(
+    stream: &mut S,
+    data: &[u8],
+    timeout: Duration,
+    target: &str,
+    stage: &'static str,
+) -> Result<(), UpstreamError>
 where
     S: tokio::io::AsyncWrite + Unpin,
 {

@@ -289,7 +289,9 @@ impl TokenStore {
             (None, Some(path)) => {
                 let text = read_capped(path)?.ok_or_else(|| StoreError::Io {
                     path: path.to_owned(),
-                    reason: format!("key file (named by {KEY_FILE_ENV} or key_file) does not exist"),
+                    reason: format!(
+                        "key file (named by {KEY_FILE_ENV} or key_file) does not exist"
+                    ),
                 })?;
                 StoreKey {
                     bytes: parse_hex_key(&String::from_utf8_lossy(&text)).ok_or_else(|| {

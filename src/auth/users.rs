@@ -145,7 +145,11 @@ impl Users {
         let areas = self.work_areas.clone();
         let ok = tokio::task::spawn_blocking(move || {
             // At most ARGON_SLOTS areas exist: one per permit.
-            let mut area = areas.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+            let mut area = areas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
             let r = verify_hash_in(&hash, &pw, &mut area);
             areas.lock().unwrap_or_else(|e| e.into_inner()).push(area);
             r
@@ -199,9 +203,14 @@ fn verify_hash(hash: &str, password: &Secret) -> Result<bool, LoginError> {
 
 /// Verify a PHC argon2 hash using `area` as the work memory (grown once to
 /// the hash's memory cost and then reused).
-fn verify_hash_in(hash: &str, password: &Secret, area: &mut Vec<argon2::Block>) -> Result<bool, LoginError> {
+fn verify_hash_in(
+    hash: &str,
+    password: &Secret,
+    area: &mut Vec<argon2::Block>,
+) -> Result<bool, LoginError> {
     let parsed = PasswordHash::new(hash).map_err(|_| LoginError::Internal)?;
-    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| LoginError::Internal)?;
+    let algorithm =
+        argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| LoginError::Internal)?;
     let version = parsed
         .version
         .map(argon2::Version::try_from)
@@ -222,7 +231,12 @@ fn verify_hash_in(hash: &str, password: &Secret, area: &mut Vec<argon2::Block>) 
     }
     let mut out = vec![0u8; expected.len()];
     Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password.expose().as_bytes(), salt, &mut out, &mut area[..blocks])
+        .hash_password_into_with_memory(
+            password.expose().as_bytes(),
+            salt,
+            &mut out,
+            &mut area[..blocks],
+        )
         .map_err(|_| LoginError::Internal)?;
     let e = expected.as_bytes();
     Ok(out.len() == e.len() && out.iter().zip(e).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0)

@@ -1225,7 +1225,9 @@ fn resp_text(c: &mut Cursor<'_>) -> Result<(Option<Code>, String), Kind> {
         } else {
             let name = name.to_owned();
             let args = if c.eat(b' ') {
-                let args = c.take_while(|b| b != b']' && b != b'\r' && b != b'\n');
+                // TEXT-CHAR is CHAR (%x01-7F) except CR and LF: no NUL, which
+                // `encode_response` could not send back (found by fuzzing).
+                let args = c.take_while(|b| !matches!(b, b']' | b'\r' | b'\n' | 0));
                 if args.is_empty() {
                     return Err(Kind::Code);
                 }
@@ -2135,6 +2137,8 @@ mod tests {
             (b"a1 OK []\r\n", Err(perr(a1(), E::Code)), b""),
             (b"a1 OK [ALERT ] x\r\n", Err(perr(a1(), E::Code)), b""),
             (b"a1 OK [ALERT]x\r\n", Err(perr(a1(), E::Code)), b""),
+            // fuzz/corpus/imap_response/regression-nul-in-code-args
+            (b"a1 NO [X a\0b] text\r\n", Err(perr(a1(), E::Code)), b""),
             (b"* OK [CAPABILITY IMAP4rev1 (x)] hi\r\n", Err(perr(None, E::Code)), b""),
             (b"* OK [CAPABILITY IMAP4rev1\r\n", Err(perr(None, E::Code)), b""),
             (b"* CAPABILITY IMAP4rev1 (x)\r\n", Err(perr(None, E::Capability)), b""),

@@ -56,7 +56,9 @@ fn release_later(pools: &Arc<Pools>, res: Vec<Reservation>) {
 
 /// The 452 for a recipient that does not fit in the window.
 fn no_room(account: &str, room_at: Option<Timestamp>) -> Reply {
-    let when = room_at.map(|t| format!("; room again at {t:.0}")).unwrap_or_default();
+    let when = room_at
+        .map(|t| format!("; room again at {t:.0}"))
+        .unwrap_or_default();
     Reply::new(
         452,
         "4.5.3",
@@ -78,12 +80,19 @@ pub struct DirectTransaction {
 
 impl std::fmt::Debug for DirectTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectTransaction").field("tx", &self.tx).finish()
+        f.debug_struct("DirectTransaction")
+            .field("tx", &self.tx)
+            .finish()
     }
 }
 
 impl DirectTransaction {
-    pub async fn open(relay: Arc<AccountRelay>, pools: Arc<Pools>, from: &Path, params: &MailParams) -> Result<(DirectTransaction, Reply), Reply> {
+    pub async fn open(
+        relay: Arc<AccountRelay>,
+        pools: Arc<Pools>,
+        from: &Path,
+        params: &MailParams,
+    ) -> Result<(DirectTransaction, Reply), Reply> {
         let account = relay.cfg.account.clone();
         match RelayTransaction::open(relay, from, params).await {
             Ok((tx, o)) => Ok((
@@ -118,7 +127,11 @@ impl DirectTransaction {
     }
 
     pub async fn data(self, message: &[u8]) -> Reply {
-        let DirectTransaction { tx, pools, reservations } = self;
+        let DirectTransaction {
+            tx,
+            pools,
+            reservations,
+        } = self;
         let account = tx.account().to_owned();
         let o = tx.data(message).await;
         let t = now();
@@ -157,11 +170,16 @@ pub struct PoolRoute {
 
 impl PoolRoute {
     fn addresses(&self) -> Vec<String> {
-        self.members.values().map(|r| r.cfg.email.to_ascii_lowercase()).collect()
+        self.members
+            .values()
+            .map(|r| r.cfg.email.to_ascii_lowercase())
+            .collect()
     }
 
     fn is_pool_address(&self, addr: &str) -> bool {
-        self.addresses().iter().any(|a| a.eq_ignore_ascii_case(addr))
+        self.addresses()
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(addr))
     }
 
     fn exhausted(&self, at: Option<Timestamp>, last: Option<&Outcome>) -> Reply {
@@ -169,8 +187,22 @@ impl PoolRoute {
             Some(t) => format!("capacity returns at {t:.0}"),
             None => "no mailbox can take this many recipients; send fewer per message".to_owned(),
         };
-        let last = last.map(|o| format!(" (last refusal: {})", crate::smtp::codec::sanitize(&o.detail, 160))).unwrap_or_default();
-        Reply::new(451, "4.4.5", format!("Pool {} is at its sending limits; {when}; try again later{last}", self.name))
+        let last = last
+            .map(|o| {
+                format!(
+                    " (last refusal: {})",
+                    crate::smtp::codec::sanitize(&o.detail, 160)
+                )
+            })
+            .unwrap_or_default();
+        Reply::new(
+            451,
+            "4.4.5",
+            format!(
+                "Pool {} is at its sending limits; {when}; try again later{last}",
+                self.name
+            ),
+        )
     }
 
     /// The envelope sender on a mailbox, per `from_policy`.
@@ -203,7 +235,10 @@ impl std::fmt::Debug for PoolTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolTransaction")
             .field("pool", &self.route.name)
-            .field("account", &self.current.as_ref().map(|c| c.account.as_str()))
+            .field(
+                "account",
+                &self.current.as_ref().map(|c| c.account.as_str()),
+            )
             .field("tried", &self.tried)
             .finish()
     }
@@ -218,7 +253,11 @@ enum Failover {
 
 impl PoolTransaction {
     /// MAIL FROM: choose a mailbox (failing over while MAIL is refused).
-    pub async fn open(route: Arc<PoolRoute>, from: &Path, params: &MailParams) -> Result<(PoolTransaction, Reply), Reply> {
+    pub async fn open(
+        route: Arc<PoolRoute>,
+        from: &Path,
+        params: &MailParams,
+    ) -> Result<(PoolTransaction, Reply), Reply> {
         if route.from_policy == FromPolicy::RequireMatch && !route.is_pool_address(from.as_str()) {
             return Err(Reply::new(
                 550,
@@ -241,11 +280,21 @@ impl PoolTransaction {
         };
         match t.switch(0).await {
             Ok(()) => {
-                let account = t.current.as_ref().map(|c| c.account.clone()).unwrap_or_default();
-                let reply = Reply::new(250, "2.1.0", format!("Sender OK (pool {}, account {account})", t.route.name));
+                let account = t
+                    .current
+                    .as_ref()
+                    .map(|c| c.account.clone())
+                    .unwrap_or_default();
+                let reply = Reply::new(
+                    250,
+                    "2.1.0",
+                    format!("Sender OK (pool {}, account {account})", t.route.name),
+                );
                 Ok((t, reply))
             }
-            Err(Failover::Exhausted(r)) | Err(Failover::ReplayRefused(r)) | Err(Failover::Store(r)) => Err(r),
+            Err(Failover::Exhausted(r))
+            | Err(Failover::ReplayRefused(r))
+            | Err(Failover::Store(r)) => Err(r),
         }
     }
 
@@ -256,17 +305,31 @@ impl PoolTransaction {
         let mut last: Option<Outcome> = None;
         loop {
             let t = now();
-            let picked = match route.pools.pick(&route.name, k.max(1), &self.tried, t).await {
+            let picked = match route
+                .pools
+                .pick(&route.name, k.max(1), &self.tried, t)
+                .await
+            {
                 Ok(Pick::Picked(p)) => p,
                 Ok(Pick::Exhausted(e)) => {
-                    let skipped: Vec<String> = e.skipped.iter().map(|s| format!("{}: {}", s.account, s.why)).collect();
+                    let skipped: Vec<String> = e
+                        .skipped
+                        .iter()
+                        .map(|s| format!("{}: {}", s.account, s.why))
+                        .collect();
                     info!(pool = %route.name, need = k, skipped = %skipped.join("; "), capacity_returns_at = ?e.capacity_returns_at.map(|t| t.to_string()), "pool exhausted");
-                    return Err(Failover::Exhausted(route.exhausted(e.capacity_returns_at, last.as_ref())));
+                    return Err(Failover::Exhausted(
+                        route.exhausted(e.capacity_returns_at, last.as_ref()),
+                    ));
                 }
                 Err(e) => return Err(Failover::Store(store_trouble(e))),
             };
             let account = picked.account.clone();
-            let skipped: Vec<String> = picked.skipped.iter().map(|s| format!("{}: {}", s.account, s.why)).collect();
+            let skipped: Vec<String> = picked
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.account, s.why))
+                .collect();
             info!(
                 pool = %route.name,
                 account = %account,
@@ -314,7 +377,10 @@ impl PoolTransaction {
                 Err(o) => {
                     let _ = route.pools.release(&res, now()).await;
                     note_failure(&route.pools, &account, &o).await;
-                    if self.route.from_policy == FromPolicy::Keep && matches!(o.verdict, Verdict::Permanent | Verdict::SenderDenied) && k == 0 {
+                    if self.route.from_policy == FromPolicy::Keep
+                        && matches!(o.verdict, Verdict::Permanent | Verdict::SenderDenied)
+                        && k == 0
+                    {
                         // The client's own sender is refused: another mailbox would refuse it too.
                         return Err(Failover::Exhausted(o.reply));
                     }
@@ -326,7 +392,14 @@ impl PoolTransaction {
 
     pub async fn rcpt(&mut self, to: &Path) -> Reply {
         let Some(cur) = self.current.as_mut() else {
-            return Reply::new(451, "4.4.5", format!("Pool {}: no mailbox available for this transaction", self.route.name));
+            return Reply::new(
+                451,
+                "4.4.5",
+                format!(
+                    "Pool {}: no mailbox available for this transaction",
+                    self.route.name
+                ),
+            );
         };
         let account = cur.account.clone();
         let pools = self.route.pools.clone();
@@ -339,7 +412,11 @@ impl PoolTransaction {
         if o.accepted() {
             self.reservations.push(res);
             self.accepted.push(to.clone());
-            return Reply::new(250, "2.1.5", format!("Recipient OK (pool {}, account {account})", self.route.name));
+            return Reply::new(
+                250,
+                "2.1.5",
+                format!("Recipient OK (pool {}, account {account})", self.route.name),
+            );
         }
         let _ = pools.release(&[res], now()).await;
         match o.verdict {
@@ -357,10 +434,20 @@ impl PoolTransaction {
                 let k = self.accepted.len() as u32;
                 match self.switch(k).await {
                     Ok(()) => {
-                        let account = self.current.as_ref().map(|c| c.account.clone()).unwrap_or_default();
-                        Reply::new(250, "2.1.5", format!("Recipient OK (pool {}, account {account})", self.route.name))
+                        let account = self
+                            .current
+                            .as_ref()
+                            .map(|c| c.account.clone())
+                            .unwrap_or_default();
+                        Reply::new(
+                            250,
+                            "2.1.5",
+                            format!("Recipient OK (pool {}, account {account})", self.route.name),
+                        )
                     }
-                    Err(Failover::Exhausted(r)) | Err(Failover::ReplayRefused(r)) | Err(Failover::Store(r)) => {
+                    Err(Failover::Exhausted(r))
+                    | Err(Failover::ReplayRefused(r))
+                    | Err(Failover::Store(r)) => {
                         self.accepted.pop();
                         r
                     }
@@ -375,8 +462,16 @@ impl PoolTransaction {
     fn message_for(&self, account: &str, message: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         if self.route.trace_header {
-            let tried = self.tried.iter().filter(|a| a.as_str() != account).cloned().collect::<Vec<_>>();
-            let mut h = format!("X-Postern-Route: pool={}; account={account}", self.route.name);
+            let tried = self
+                .tried
+                .iter()
+                .filter(|a| a.as_str() != account)
+                .cloned()
+                .collect::<Vec<_>>();
+            let mut h = format!(
+                "X-Postern-Route: pool={}; account={account}",
+                self.route.name
+            );
             if !tried.is_empty() {
                 h.push_str(&format!("; failed-over-from={}", tried.join(",")));
             }
@@ -384,7 +479,10 @@ impl PoolTransaction {
             out.extend_from_slice(h.as_bytes());
         }
         match self.route.from_policy {
-            FromPolicy::Rewrite => out.extend_from_slice(&crate::rewrite::rewrite_from(message, &self.route.members[account].cfg.email)),
+            FromPolicy::Rewrite => out.extend_from_slice(&crate::rewrite::rewrite_from(
+                message,
+                &self.route.members[account].cfg.email,
+            )),
             _ => out.extend_from_slice(message),
         }
         out
@@ -403,14 +501,22 @@ impl PoolTransaction {
                 return Reply::new(
                     550,
                     "5.7.1",
-                    format!("The From header <{from}> is not one of pool {}'s addresses ({})", self.route.name, self.route.addresses().join(", ")),
+                    format!(
+                        "The From header <{from}> is not one of pool {}'s addresses ({})",
+                        self.route.name,
+                        self.route.addresses().join(", ")
+                    ),
                 );
             }
         }
         let pools = self.route.pools.clone();
         loop {
             let Some(cur) = self.current.take() else {
-                return Reply::new(451, "4.4.5", format!("Pool {}: no mailbox available", self.route.name));
+                return Reply::new(
+                    451,
+                    "4.4.5",
+                    format!("Pool {}: no mailbox available", self.route.name),
+                );
             };
             let body = self.message_for(&cur.account, message);
             let account = cur.account.clone();
@@ -434,7 +540,9 @@ impl PoolTransaction {
             let k = self.accepted.len() as u32;
             match self.switch(k).await {
                 Ok(()) => continue,
-                Err(Failover::Exhausted(r)) | Err(Failover::ReplayRefused(r)) | Err(Failover::Store(r)) => return r,
+                Err(Failover::Exhausted(r))
+                | Err(Failover::ReplayRefused(r))
+                | Err(Failover::Store(r)) => return r,
             }
         }
     }

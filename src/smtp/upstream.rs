@@ -279,7 +279,8 @@ impl Connection {
     }
 
     async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
-        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage).await
+        crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage)
+            .await
     }
 
     async fn read_reply_within(
@@ -304,7 +305,15 @@ impl Connection {
                 }
             }
             self.rbuf.reserve(4096);
-            crate::upstream::read_more(&mut self.stream, &mut self.rbuf, deadline, &self.target, stage, t.as_secs()).await?;
+            crate::upstream::read_more(
+                &mut self.stream,
+                &mut self.rbuf,
+                deadline,
+                &self.target,
+                stage,
+                t.as_secs(),
+            )
+            .await?;
         }
     }
 
@@ -692,8 +701,14 @@ impl std::fmt::Debug for RelayTransaction {
 impl RelayTransaction {
     /// MAIL FROM on a (warm or new) connection. A reused connection that
     /// turns out dead is replaced once, transparently.
-    pub async fn open(relay: Arc<AccountRelay>, from: &Path, params: &MailParams) -> Result<(RelayTransaction, Outcome), Outcome> {
-        Self::open_with(relay, from, params, &[]).await.map(|(tx, mail, _)| (tx, mail))
+    pub async fn open(
+        relay: Arc<AccountRelay>,
+        from: &Path,
+        params: &MailParams,
+    ) -> Result<(RelayTransaction, Outcome), Outcome> {
+        Self::open_with(relay, from, params, &[])
+            .await
+            .map(|(tx, mail, _)| (tx, mail))
     }
 
     /// Open and replay a whole envelope (pipelined when the server allows):
@@ -719,7 +734,14 @@ impl RelayTransaction {
             if params.smtputf8 && !conn.caps.smtputf8 {
                 relay.checkin(conn);
                 return Err(Outcome {
-                    reply: Reply::new(553, "5.6.7", format!("The server of account {} does not support SMTPUTF8 addresses", cfg.account)),
+                    reply: Reply::new(
+                        553,
+                        "5.6.7",
+                        format!(
+                            "The server of account {} does not support SMTPUTF8 addresses",
+                            cfg.account
+                        ),
+                    ),
                     verdict: Verdict::Permanent,
                     detail: "no SMTPUTF8".into(),
                 });
@@ -727,7 +749,10 @@ impl RelayTransaction {
             match conn.envelope(from, params, rcpts).await {
                 Ok((m, rs)) if m.is_positive() => {
                     let mail = Outcome::upstream(&cfg.account, &cfg.email, "MAIL", &m);
-                    let rcpt_outcomes = rs.iter().map(|r| Outcome::upstream(&cfg.account, &cfg.email, "RCPT", r)).collect();
+                    let rcpt_outcomes = rs
+                        .iter()
+                        .map(|r| Outcome::upstream(&cfg.account, &cfg.email, "RCPT", r))
+                        .collect();
                     let tx = RelayTransaction {
                         relay: relay.clone(),
                         conn: Some(conn),
@@ -765,7 +790,10 @@ impl RelayTransaction {
             reply: Reply::new(
                 451,
                 "4.4.2",
-                format!("Connection to the server of account {} was lost; start the transaction again", self.relay.cfg.account),
+                format!(
+                    "Connection to the server of account {} was lost; start the transaction again",
+                    self.relay.cfg.account
+                ),
             ),
             verdict: Verdict::Transient,
             detail: "connection lost".into(),
@@ -773,7 +801,9 @@ impl RelayTransaction {
     }
 
     pub async fn rcpt(&mut self, to: &Path) -> Outcome {
-        let Some(conn) = self.conn.as_mut() else { return self.lost() };
+        let Some(conn) = self.conn.as_mut() else {
+            return self.lost();
+        };
         match conn.rcpt(to).await {
             Ok(r) => Outcome::upstream(&self.relay.cfg.account, &self.relay.cfg.email, "RCPT", &r),
             Err(e) => {
@@ -787,7 +817,9 @@ impl RelayTransaction {
     /// Submit the message; the connection goes back to the warm pool when
     /// the exchange completed (whatever the verdict).
     pub async fn data(mut self, message: &[u8]) -> Outcome {
-        let Some(mut conn) = self.conn.take() else { return self.lost() };
+        let Some(mut conn) = self.conn.take() else {
+            return self.lost();
+        };
         let account = self.relay.cfg.account.clone();
         match conn.data(message).await {
             Ok(r) => {
