@@ -238,6 +238,8 @@ pub struct Limits {
     pub upstream_timeout: Duration,
     /// How long an idle authenticated upstream connection is kept for reuse.
     pub upstream_keepalive: Duration,
+    /// Authenticated upstream connections kept warm per account.
+    pub upstream_pool: usize,
 }
 
 impl Default for Limits {
@@ -255,6 +257,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(30),
             upstream_keepalive: Duration::from_secs(60),
+            upstream_pool: 16,
         }
     }
 }
@@ -384,6 +387,7 @@ struct RawLimits {
     upstream_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     upstream_keepalive: Option<Duration>,
+    upstream_pool: Option<usize>,
 }
 
 /// Durations are written as humantime strings: "90s", "5m", "1h 30m".
@@ -668,6 +672,9 @@ impl Config {
                     return Err(c.err("limits.upstream_timeout", "must be more than 0"));
                 }
                 d.upstream_timeout = v;
+            }
+            if let Some(v) = l.upstream_pool {
+                d.upstream_pool = v;
             }
             if let Some(v) = l.upstream_keepalive {
                 d.upstream_keepalive = v;

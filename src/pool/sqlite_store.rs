@@ -79,7 +79,11 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Commits and releases need no fsync: after a power cut a commit that
+        // did not reach the disk leaves its units reserved, which still count
+        // (over-counting is the safe side). Reservations are made with FULL
+        // (see `reserve`), so a unit is on disk before its RCPT is answered.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Create the schema only when missing: reading `user_version` takes
         // no lock, so opening never waits for a busy writer (`status`).
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -132,12 +136,14 @@ impl SqliteStore {
             let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
             let record = read_record(&tx, &account)?;
             let cutoff = quota.window.cutoff_ms(now);
-            let (sent, reserved, oldest): (u32, u32, Option<i64>) = tx.query_row(
-                "SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0), MIN(at_ms)
+            let (sent, reserved, oldest): (u32, u32, Option<i64>) = tx
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0), MIN(at_ms)
                  FROM units WHERE account = ?1 AND at_ms > ?2",
-                params![account, cutoff],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+                )?
+                .query_row(params![account, cutoff], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
             let limit = quota.limit(&record, now);
             let counted = u64::from(sent) + u64::from(reserved);
             let mut units = Vec::new();
@@ -170,38 +176,49 @@ impl SqliteStore {
     ) -> Result<Reserved, StoreError> {
         let (account, quota) = (account.to_owned(), quota.clone());
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now_ms = now.as_millisecond();
-            tx.execute(
-                "DELETE FROM units WHERE account = ?1 AND at_ms < ?2",
-                params![account, now_ms - KEEP_MS],
-            )?;
-            let record = read_record(&tx, &account)?;
-            let limit = quota.limit(&record, now).value;
-            let counted: u32 = tx.query_row(
-                "SELECT COUNT(*) FROM units WHERE account = ?1 AND at_ms > ?2",
-                params![account, quota.window.cutoff_ms(now)],
-                |r| r.get(0),
-            )?;
-            if u64::from(counted) + u64::from(n) > u64::from(limit) {
-                tx.commit()?;
-                return Ok(Reserved::Full { counted, limit });
-            }
-            let mut ids = Vec::with_capacity(n as usize);
-            {
-                let mut st =
-                    tx.prepare_cached("INSERT INTO units (account, at_ms) VALUES (?1, ?2)")?;
-                for _ in 0..n {
-                    st.execute(params![account, now_ms])?;
-                    ids.push(tx.last_insert_rowid().unsigned_abs());
-                }
-            }
-            tx.commit()?;
-            Ok(Reserved::Ok(ids))
+            c.pragma_update(None, "synchronous", "FULL")?;
+            let r = reserve_in(c, &account, &quota, n, now);
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            r
         })
         .await
     }
+}
 
+/// The reservation transaction (run with `synchronous = FULL`).
+fn reserve_in(
+    c: &mut Connection,
+    account: &str,
+    quota: &Quota,
+    n: u32,
+    now: Timestamp,
+) -> Result<Reserved, StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now_ms = now.as_millisecond();
+    tx.prepare_cached("DELETE FROM units WHERE account = ?1 AND at_ms < ?2")?
+        .execute(params![account, now_ms - KEEP_MS])?;
+    let record = read_record(&tx, &account)?;
+    let limit = quota.limit(&record, now).value;
+    let counted: u32 = tx
+        .prepare_cached("SELECT COUNT(*) FROM units WHERE account = ?1 AND at_ms > ?2")?
+        .query_row(params![account, quota.window.cutoff_ms(now)], |r| r.get(0))?;
+    if u64::from(counted) + u64::from(n) > u64::from(limit) {
+        tx.commit()?;
+        return Ok(Reserved::Full { counted, limit });
+    }
+    let mut ids = Vec::with_capacity(n as usize);
+    {
+        let mut st = tx.prepare_cached("INSERT INTO units (account, at_ms) VALUES (?1, ?2)")?;
+        for _ in 0..n {
+            st.execute(params![account, now_ms])?;
+            ids.push(tx.last_insert_rowid().unsigned_abs());
+        }
+    }
+    tx.commit()?;
+    Ok(Reserved::Ok(ids))
+}
+
+impl SqliteStore {
     pub(crate) async fn commit(
         &self,
         rs: &[Reservation],
@@ -220,11 +237,11 @@ impl SqliteStore {
                     }
                 }
                 ensure_row(&tx, &r.account)?;
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE accounts SET first_send_ms = COALESCE(first_send_ms, ?2), throttles = 0
                      WHERE account = ?1",
-                    params![r.account, now.as_millisecond()],
-                )?;
+                )?
+                .execute(params![r.account, now.as_millisecond()])?;
             }
             tx.commit()?;
             Ok(())
@@ -268,10 +285,14 @@ impl SqliteStore {
                 return Ok(Claim::Paced(p));
             }
             ensure_row(&tx, &account)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE accounts SET last_pick_ms = ?2, pace_until_ms = ?3 WHERE account = ?1",
-                params![account, now.as_millisecond(), pace_until.as_millisecond()],
-            )?;
+            )?
+            .execute(params![
+                account,
+                now.as_millisecond(),
+                pace_until.as_millisecond()
+            ])?;
             tx.commit()?;
             Ok(Claim::Claimed)
         })
@@ -299,12 +320,12 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             ensure_row(&tx, &account)?;
-            let n: u32 = tx.query_row(
-                "UPDATE accounts SET throttles = throttles + 1 WHERE account = ?1
+            let n: u32 = tx
+                .prepare_cached(
+                    "UPDATE accounts SET throttles = throttles + 1 WHERE account = ?1
                  RETURNING throttles",
-                params![account],
-                |r| r.get(0),
-            )?;
+                )?
+                .query_row(params![account], |r| r.get(0))?;
             let parked = Parked {
                 until: add(now, throttle_backoff(n)),
                 since: now,
@@ -326,13 +347,14 @@ impl SqliteStore {
         let account = account.to_owned();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE accounts SET parked_until_ms = NULL, parked_since_ms = NULL,
+            let n = tx
+                .prepare_cached(
+                    "UPDATE accounts SET parked_until_ms = NULL, parked_since_ms = NULL,
                         park_kind = NULL, park_reason = NULL
                  WHERE account = ?1 AND park_kind IS NOT NULL
                    AND (?2 IS NULL OR park_kind = ?2)",
-                params![account, kind.map(ParkKind::as_str)],
-            )?;
+                )?
+                .execute(params![account, kind.map(ParkKind::as_str)])?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -348,10 +370,14 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             ensure_row(&tx, &account)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE accounts SET ceiling = ?2, ceiling_until_ms = ?3 WHERE account = ?1",
-                params![account, ceiling.value, ceiling.until.as_millisecond()],
-            )?;
+            )?
+            .execute(params![
+                account,
+                ceiling.value,
+                ceiling.until.as_millisecond()
+            ])?;
             tx.commit()?;
             Ok(())
         })
@@ -367,10 +393,10 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             ensure_row(&tx, &account)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE accounts SET last_error = ?2, last_error_ms = ?3 WHERE account = ?1",
-                params![account, error.text, error.at.as_millisecond()],
-            )?;
+            )?
+            .execute(params![account, error.text, error.at.as_millisecond()])?;
             tx.commit()?;
             Ok(())
         })
@@ -379,27 +405,25 @@ impl SqliteStore {
 }
 
 fn ensure_row(tx: &Transaction<'_>, account: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO accounts (account) VALUES (?1)",
-        params![account],
-    )
-    .map(drop)
+    tx.prepare_cached("INSERT OR IGNORE INTO accounts (account) VALUES (?1)")?
+        .execute(params![account])
+        .map(drop)
 }
 
 fn write_park(tx: &Transaction<'_>, account: &str, p: &Parked) -> rusqlite::Result<()> {
     ensure_row(tx, account)?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE accounts SET parked_until_ms = ?2, parked_since_ms = ?3, park_kind = ?4,
                 park_reason = ?5
          WHERE account = ?1",
-        params![
-            account,
-            p.until.as_millisecond(),
-            p.since.as_millisecond(),
-            p.kind.as_str(),
-            p.reason
-        ],
-    )
+    )?
+    .execute(params![
+        account,
+        p.until.as_millisecond(),
+        p.since.as_millisecond(),
+        p.kind.as_str(),
+        p.reason
+    ])
     .map(drop)
 }
 

@@ -23,8 +23,6 @@ pub use crate::upstream::UpstreamError;
 
 /// RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
-/// Warm connections kept per account.
-const WARM_MAX: usize = 4;
 /// A connection idle for longer than this gets a health check before reuse.
 const HEALTH_CHECK_AFTER: Duration = Duration::from_secs(5);
 
@@ -42,6 +40,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// How long an idle warm connection is kept.
     pub keepalive: Duration,
+    /// How many idle authenticated connections are kept.
+    pub warm_max: usize,
 }
 
 impl UpstreamConfig {
@@ -583,6 +583,7 @@ impl AccountRelay {
             ehlo_name: ehlo_name.to_owned(),
             timeout: limits.upstream_timeout,
             keepalive: limits.upstream_keepalive,
+            warm_max: limits.upstream_pool,
         })))
     }
 
@@ -639,7 +640,7 @@ impl AccountRelay {
     /// Return a connection after a finished transaction.
     pub fn checkin(&self, c: Connection) {
         let mut warm = self.warm.lock().expect("warm pool lock");
-        if warm.len() < WARM_MAX && !self.cfg.keepalive.is_zero() {
+        if warm.len() < self.cfg.warm_max && !self.cfg.keepalive.is_zero() {
             warm.push(c);
         }
     }
