@@ -197,7 +197,7 @@ fn reserve_in(
     let now_ms = now.as_millisecond();
     tx.prepare_cached("DELETE FROM units WHERE account = ?1 AND at_ms < ?2")?
         .execute(params![account, now_ms - KEEP_MS])?;
-    let record = read_record(&tx, &account)?;
+    let record = read_record(&tx, account)?;
     let limit = quota.limit(&record, now).value;
     let counted: u32 = tx
         .prepare_cached("SELECT COUNT(*) FROM units WHERE account = ?1 AND at_ms > ?2")?
