@@ -43,8 +43,8 @@ fn check_frame(frame: &[u8]) {
     match parse_command(frame) {
         Ok(cmd) => roundtrip(&cmd),
         Err(e) => {
-            if e.tag.is_some() {
-                let tag = e.tag.as_ref().unwrap().as_str().as_bytes();
+            if let Some(tag) = &e.tag {
+                let tag = tag.as_str().as_bytes();
                 assert!(frame.starts_with(tag), "error tag is not the frame's");
                 assert!(matches!(frame.get(tag.len()), Some(b' ' | b'\r' | b'\n')));
             }
@@ -93,6 +93,10 @@ fn roundtrip(cmd: &Command) {
         assert!(buf.is_empty(), "bytes left after the frame");
         let frame = frame.expect("one frame");
         let again = parse_command(frame.as_bytes());
-        assert_eq!(again.as_ref(), Ok(cmd), "{support:?}: re-parsed differently");
+        assert_eq!(
+            again.as_ref(),
+            Ok(cmd),
+            "{support:?}: re-parsed differently"
+        );
     }
 }

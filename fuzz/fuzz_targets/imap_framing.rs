@@ -88,7 +88,11 @@ fn run(mut framer: Framer, reads: &[&[u8]]) -> (Vec<Event>, Option<Vec<u8>>) {
                 }
                 Ok(c @ Decoded::NeedContinuation { .. }) => events.push(Event::Continue(c)),
                 Err(e) => {
-                    assert_ne!(e, FrameError::Stopped, "Stopped without a fatal error first");
+                    assert_ne!(
+                        e,
+                        FrameError::Stopped,
+                        "Stopped without a fatal error first"
+                    );
                     let fatal = e.is_fatal();
                     events.push(Event::Error(e));
                     if fatal {

@@ -31,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
         match framer.decode(&mut buf) {
             Ok(Decoded::Frame(f)) => check_frame(f.as_bytes()),
             Ok(Decoded::Incomplete) => break,
-            Ok(Decoded::NeedContinuation { .. }) => panic!("a response framer asked for a continuation"),
+            Ok(Decoded::NeedContinuation { .. }) => {
+                panic!("a response framer asked for a continuation")
+            }
             Err(e) if e.is_fatal() => break,
             Err(_) => {}
         }
@@ -49,12 +51,16 @@ fn check_frame(frame: &[u8]) {
                 ..
             },
         )) => assert_eq!(greeting.as_ref(), Ok(s), "a greeting refused"),
-        _ => assert!(greeting.is_err(), "not a greeting, but parse_greeting took it"),
+        _ => assert!(
+            greeting.is_err(),
+            "not a greeting, but parse_greeting took it"
+        ),
     }
     let Ok(r) = parsed else {
         return;
     };
-    let wire = encode_response(&r).unwrap_or_else(|e| panic!("a parsed response does not encode: {e}: {r:?}"));
+    let wire = encode_response(&r)
+        .unwrap_or_else(|e| panic!("a parsed response does not encode: {e}: {r:?}"));
     let again = parse_response(&wire).unwrap_or_else(|e| {
         panic!(
             "encoded response does not parse: {e}: {:?}",
@@ -77,10 +83,7 @@ fn expected(r: &Response) -> Response {
             if text.is_empty() {
                 text.push('.');
             }
-            Response::Status(StatusResponse {
-                text,
-                ..s.clone()
-            })
+            Response::Status(StatusResponse { text, ..s.clone() })
         }
         Response::Continue(t) => Response::Continue(clean_continue(t)),
         other => other.clone(),
@@ -90,7 +93,13 @@ fn expected(r: &Response) -> Response {
 fn clean_continue(text: &str) -> String {
     let mut out: String = text
         .chars()
-        .map(|c| if matches!(c, '\r' | '\n' | '\0') { ' ' } else { c })
+        .map(|c| {
+            if matches!(c, '\r' | '\n' | '\0') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if ends_like_literal(out.as_bytes()) {
         out.push('.');

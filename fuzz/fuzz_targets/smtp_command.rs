@@ -4,7 +4,8 @@
 //! Properties:
 //! - `take_line(buf, cap)` never reports a line longer than `cap` (with its
 //!   line end), and what it reports is exactly the first line of `buf`;
-//! - `parse_command` never panics, and ignores the case of the verb;
+//! - `parse_command` never panics on any bytes; on a line (no LF, as
+//!   `take_line` yields them) it ignores the case of the verb;
 //! - a parsed command written the way `smtp::upstream` writes it
 //!   (`MAIL FROM:<path> SIZE=… BODY=8BITMIME SMTPUTF8`, `RCPT TO:<path>`,
 //!   `AUTH MECH resp`, …) parses back to the same command.
@@ -25,8 +26,14 @@ fuzz_target!(|data: &[u8]| {
     };
     check_take_line(buf, cap);
 
-    // Whole input as one line, as the session would hand it over.
-    check_command(buf);
+    // Whole input as one line. `parse_command` takes a line without its line
+    // end (`take_line` cuts at the first LF), so only LF-free input is a line
+    // whose properties are checked; any other input must merely not panic.
+    if buf.contains(&b'\n') {
+        let _ = parse_command(buf);
+    } else {
+        check_command(buf);
+    }
     // And line by line, as a session reads a pipelined stream.
     let mut rest = buf;
     loop {
@@ -61,7 +68,11 @@ fn check_take_line(buf: &[u8], cap: usize) {
                 "TooLong although the line fits"
             );
             if complete {
-                assert_eq!(first_lf, Some(consumed - 1), "TooLong must drop up to the line end");
+                assert_eq!(
+                    first_lf,
+                    Some(consumed - 1),
+                    "TooLong must drop up to the line end"
+                );
             } else {
                 assert_eq!(first_lf, None);
                 assert_eq!(consumed, buf.len());
@@ -78,7 +89,11 @@ fn check_command(line: &[u8]) {
     let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let mut upper = line.to_vec();
     upper[..verb_end].make_ascii_uppercase();
-    assert_eq!(parse_command(&upper), parsed, "verb case changed the result");
+    assert_eq!(
+        parse_command(&upper),
+        parsed,
+        "verb case changed the result"
+    );
 
     let Ok(cmd) = parsed else {
         return;

@@ -41,10 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(parse_reply(&rest[..n - 1]), Ok(ReplyParse::Incomplete));
                 assert_eq!(parse_reply(&rest[..n / 2]), Ok(ReplyParse::Incomplete));
                 // ... and they alone give the same reply.
-                assert_eq!(
-                    parse_reply(&rest[..n]),
-                    Ok(ReplyParse::Done(r.clone(), n))
-                );
+                assert_eq!(parse_reply(&rest[..n]), Ok(ReplyParse::Done(r.clone(), n)));
 
                 let wire = r.to_bytes();
                 let fits = wire

@@ -340,10 +340,13 @@ fn validate_mailbox(m: &str) -> Result<(), CommandError> {
         return Err(CommandError::Syntax("address needs local@domain"));
     }
     let quoted = local.starts_with('"') && local.ends_with('"') && local.len() >= 2;
+    // Dot-string atoms (RFC 5322 atext) hold no "@": "<a@b@c.d>" is refused,
+    // and so is "<@r:@x@y.z>", whose "@x@y.z" would go upstream as
+    // "MAIL FROM:<@x@y.z>", a malformed source route (found by fuzzing).
     if !quoted
         && local
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\@".contains(c))
     {
         return Err(CommandError::Syntax("bad character in local part"));
     }
@@ -976,6 +979,15 @@ mod tests {
             ),
             (
                 b"MAIL FROM:<a b@c.d>",
+                CommandError::Syntax("bad character in local part"),
+            ),
+            // fuzz/corpus/smtp_command/regression-at-in-local-part
+            (
+                b"mail from: <@rela]e:@0u@60t>",
+                CommandError::Syntax("bad character in local part"),
+            ),
+            (
+                b"RCPT TO:<a@b@c.d>",
                 CommandError::Syntax("bad character in local part"),
             ),
             (b"MAIL FROM:<a@b..c>", CommandError::Syntax("bad domain")),
