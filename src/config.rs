@@ -1240,3 +1240,49 @@ fn d_is_local(email: &str) -> bool {
         !l.is_empty() && (d == "localhost" || d.ends_with(".test") || d.ends_with(".localhost"))
     })
 }
+
+#[cfg(test)]
+mod props {
+    use super::Config;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    /// TOML-ish text: keys, tables and values the config knows, in any order.
+    fn tomlish() -> impl proptest::strategy::Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("[smtp]\n".to_owned()),
+            Just("[imap]\n".to_owned()),
+            Just("[limits]\n".to_owned()),
+            Just("[users.a]\n".to_owned()),
+            Just("[accounts.x]\n".to_owned()),
+            Just("[pools.p]\n".to_owned()),
+            Just("listen = \"127.0.0.1:0\"\n".to_owned()),
+            Just("listen = [\"[::1]:1\", \"10.0.0.1:25\"]\n".to_owned()),
+            Just("tls = \"implicit\"\n".to_owned()),
+            Just("provider = \"gmail\"\n".to_owned()),
+            Just("email = \"x@gmail.com\"\n".to_owned()),
+            Just("auth = \"oauth2\"\n".to_owned()),
+            Just("token_command = \"echo t\"\n".to_owned()),
+            Just("accounts = [\"x\", \"x\"]\n".to_owned()),
+            Just("send_via = \"pool:p\"\n".to_owned()),
+            Just("idle_timeout = \"0s\"\n".to_owned()),
+            Just("max_connections = 0\n".to_owned()),
+            "[a-z_]{1,12} = \"[ -~]{0,12}\"\n",
+            "[ -~\n]{0,20}",
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        /// Any text loads or gives an error; it never panics.
+        #[test]
+        fn config_never_panics(text in tomlish()) {
+            let _ = Config::from_str(&text, Path::new("prop.toml"));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = Config::from_str(&text, Path::new("prop.toml"));
+        }
+    }
+}

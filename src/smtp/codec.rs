@@ -350,6 +350,11 @@ fn validate_mailbox(m: &str) -> Result<(), CommandError> {
     {
         return Err(CommandError::Syntax("bad character in local part"));
     }
+    // RFC 5321 4.1.2: qtextSMTP and quoted-pairSMTP are printable (%d32-126,
+    // or UTF-8 with SMTPUTF8): no CR, LF or other controls even when quoted.
+    if quoted && local.chars().any(|c| c.is_control()) {
+        return Err(CommandError::Syntax("control character in local part"));
+    }
     if domain.starts_with('[') {
         if !domain.ends_with(']') {
             return Err(CommandError::Syntax("bad address literal"));
@@ -990,6 +995,10 @@ mod tests {
                 b"RCPT TO:<a@b@c.d>",
                 CommandError::Syntax("bad character in local part"),
             ),
+            (
+                b"RCPT TO:<\"a\rb\"@c.d>",
+                CommandError::Syntax("control character in local part"),
+            ),
             (b"MAIL FROM:<a@b..c>", CommandError::Syntax("bad domain")),
             (
                 b"MAIL FROM:<a@b.c> SIZE=x",
@@ -1218,6 +1227,16 @@ mod tests {
             #[test]
             fn commands_never_panic(line in proptest::collection::vec(any::<u8>(), 0..600)) {
                 let _ = parse_command(&line);
+            }
+
+            #[test]
+            fn reply_encode_parse_roundtrip(
+                code in 200u16..600,
+                lines in proptest::collection::vec("[ -~]{0,80}", 1..6),
+            ) {
+                let r = Reply::plain(code, lines);
+                let bytes = r.to_bytes();
+                prop_assert_eq!(parse_reply(&bytes), Ok(ReplyParse::Done(r, bytes.len())));
             }
 
             #[test]
