@@ -164,3 +164,25 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
+
+/// Tests: a TLS client over `stream` that trusts only the certificate in
+/// `ca_pem`, connecting as "localhost".
+#[cfg(test)]
+pub(crate) async fn test_connect<S>(ca_pem: &Path, stream: S) -> tokio_rustls::client::TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(ca_pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .unwrap()
+}

@@ -845,25 +845,7 @@ mod tests {
         rd.read_line(&mut line).await.unwrap();
         assert!(line.starts_with("c OK"), "{line}");
         let client = rd.into_inner().unsplit(wr);
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls_pki_types::pem::PemObject;
-        for c in
-            rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem"))
-                .unwrap()
-        {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect("localhost".try_into().unwrap(), client)
-            .await
-            .unwrap();
+        let tls = crate::tls::test_connect(&dir.path().join("tls/localhost.pem"), client).await;
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = BufReader::new(rd);
         wr.write_all(b"e CAPABILITY\r\n").await.unwrap();

@@ -930,7 +930,6 @@ mod tests {
     use super::*;
     use crate::capture::Capture;
     use crate::config::Config;
-    use rustls_pki_types::pem::PemObject;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
@@ -999,24 +998,7 @@ mod tests {
         wr.write_all(b"STARTTLS\r\nQUIT\r\n").await.unwrap();
         assert!(reply(&mut rd).await.starts_with("220 2.0.0"));
         let client = rd.into_inner().unsplit(wr);
-        let mut roots = rustls::RootCertStore::empty();
-        for c in
-            rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("tls/localhost.pem"))
-                .unwrap()
-        {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect("localhost".try_into().unwrap(), client)
-            .await
-            .unwrap();
+        let tls = crate::tls::test_connect(&dir.path().join("tls/localhost.pem"), client).await;
         let (rd, mut wr) = tokio::io::split(tls);
         let mut rd = BufReader::new(rd);
         wr.write_all(b"EHLO c\r\n").await.unwrap();
