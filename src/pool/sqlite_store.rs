@@ -1,20 +1,40 @@
 //! The embedded store: one SQLite file (`data_dir/state.sqlite3`), WAL.
 //!
-//! Every write is one `BEGIN IMMEDIATE` transaction, so the check and the
-//! insert of a reserve cannot interleave with another connection's — in this
-//! process or another one on the same file. `synchronous = FULL`: a unit is on
-//! disk before `reserve` returns, so neither `kill -9` nor a power cut makes
-//! Postern forget it. Blocking calls run on tokio's blocking pool.
+//! One thread ("postern-store") owns the connection and runs every operation
+//! for this process. It takes the operations waiting for it as one batch:
+//! one `BEGIN IMMEDIATE` transaction (`BEGIN DEFERRED` when the batch only
+//! reads), each operation in its own savepoint (one that fails is rolled back
+//! alone), and one `COMMIT` (group commit). So the check and the insert of a
+//! reserve cannot interleave with another connection's, in this process or
+//! another one on the same file, and sixteen sessions reserving at once pay
+//! for one fsync, not sixteen. An operation's caller hears back only after
+//! its batch is committed.
+//!
+//! Durability: a batch holding a reservation commits with
+//! `synchronous = FULL`, so a unit is on disk before its RCPT is answered and
+//! neither `kill -9` nor a power cut makes Postern forget it. Other batches
+//! commit with `NORMAL` (no fsync): after a power cut a commit that did not
+//! reach the disk leaves its units reserved, which still count (over-counting
+//! is the safe side).
+//!
+//! Counting: the `windows` table keeps, per mailbox, how many units after
+//! `cutoff_ms` are sent and reserved. Triggers on `units` keep it right for
+//! every insert, update and delete (also for edits made with `sqlite3`), and
+//! moving the window forward subtracts only the units that left it, so a
+//! reserve costs the same with 10 units in the window or 10 million.
 //!
 //! Inspect with `sqlite3 var/state.sqlite3 'SELECT * FROM accounts'`; times
 //! are milliseconds since the Unix epoch.
 
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::store::{
     throttle_backoff, Claim, LastError, Loaded, ParkKind, Parked, Record, Reservation, Reserved,
@@ -24,7 +44,10 @@ use super::window::{add, ms_to_ts, Ceiling, KEEP_MS};
 use super::Quota;
 
 /// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Operations run in one batch at most (a batch is one transaction).
+const MAX_BATCH: usize = 256;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS units (
@@ -50,17 +73,65 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_error       TEXT,
     last_error_ms    INTEGER
 );
+-- Schema 2: running counts of the units with at_ms > cutoff_ms. A missing
+-- row means \"count from `units`\" (and is written by the next reserve).
+CREATE TABLE IF NOT EXISTS windows (
+    account   TEXT PRIMARY KEY,
+    cutoff_ms INTEGER NOT NULL,
+    sent      INTEGER NOT NULL,
+    reserved  INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS units_insert AFTER INSERT ON units BEGIN
+    UPDATE windows SET sent = sent + (NEW.sent = 1), reserved = reserved + (NEW.sent = 0)
+     WHERE account = NEW.account AND cutoff_ms < NEW.at_ms;
+END;
+CREATE TRIGGER IF NOT EXISTS units_delete AFTER DELETE ON units BEGIN
+    UPDATE windows SET sent = sent - (OLD.sent = 1), reserved = reserved - (OLD.sent = 0)
+     WHERE account = OLD.account AND cutoff_ms < OLD.at_ms;
+END;
+CREATE TRIGGER IF NOT EXISTS units_update AFTER UPDATE OF account, at_ms, sent ON units BEGIN
+    UPDATE windows SET sent = sent - (OLD.sent = 1), reserved = reserved - (OLD.sent = 0)
+     WHERE account = OLD.account AND cutoff_ms < OLD.at_ms;
+    UPDATE windows SET sent = sent + (NEW.sent = 1), reserved = reserved + (NEW.sent = 0)
+     WHERE account = NEW.account AND cutoff_ms < NEW.at_ms;
+END;
 ";
 
-/// The SQLite store. Cloning shares the connection.
-#[derive(Clone, Debug)]
+/// What an operation's caller is told once its batch has committed (or not).
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// An operation: given the connection inside the batch's transaction, or the
+/// reason the batch could not begin (then it only reports that).
+type Op = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Reply + Send>;
+
+/// One operation for the store thread.
+struct Job {
+    /// Writes something (the batch then takes the write lock at BEGIN).
+    writes: bool,
+    /// Must be on disk before its caller hears back (`synchronous = FULL`).
+    durable: bool,
+    run: Op,
+}
+
+/// The SQLite store. Cloning shares the store thread; it ends when the last
+/// clone is dropped, after the operations already sent.
+#[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its folder.
+    /// Opens (creating if needed) the database file and its folder, and
+    /// starts the store thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -79,10 +150,6 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        // Commits and releases need no fsync: after a power cut a commit that
-        // did not reach the disk leaves its units reserved, which still count
-        // (over-counting is the safe side). Reservations are made with FULL
-        // (see `reserve`), so a unit is on disk before its RCPT is answered.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Create the schema only when missing: reading `user_version` takes
         // no lock, so opening never waits for a busy writer (`status`).
@@ -98,9 +165,17 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("postern-store".into())
+            .spawn(move || serve(conn, &queue))
+            .map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            conn: Arc::new(Mutex::new(conn)),
+            jobs,
         })
     }
 
@@ -108,21 +183,180 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the store thread inside the next batch; the answer comes
+    /// once that batch has committed.
+    async fn run<T, F>(&self, writes: bool, durable: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let (tell, answer) = oneshot::channel();
+        let run: Op = Box::new(move |c: Result<&Connection, &StoreError>| -> Reply {
+            let result = c
+                .map_err(StoreError::batch)
+                .and_then(|c| in_savepoint(c, f));
+            Box::new(move |committed: Result<(), &StoreError>| {
+                let result = result.and_then(|v| committed.map(|()| v).map_err(StoreError::batch));
+                let _ = tell.send(result);
+            })
+        });
+        self.jobs
+            .send(Job {
+                writes,
+                durable,
+                run,
+            })
+            .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the store thread stopped".into()))?
     }
 
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(false, false, f).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(true, false, f).await
+    }
+}
+
+/// The store thread: batches until every `SqliteStore` clone is gone.
+fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
+    let mut full = false;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let writes = batch.iter().any(|j| j.writes);
+        let durable = batch.iter().any(|j| j.durable);
+        let begun = (|| -> Result<(), StoreError> {
+            if durable != full {
+                let mode = if durable { "FULL" } else { "NORMAL" };
+                conn.pragma_update(None, "synchronous", mode)?;
+                full = durable;
+            }
+            conn.execute_batch(if writes {
+                "BEGIN IMMEDIATE"
+            } else {
+                "BEGIN DEFERRED"
+            })?;
+            Ok(())
+        })();
+        if let Err(e) = &begun {
+            // Every caller in the batch hears why; none of them ran.
+            for job in batch.drain(..) {
+                (job.run)(Err(e))(Err(e));
+            }
+            continue;
+        }
+        for job in batch.drain(..) {
+            replies.push((job.run)(Ok(&conn)));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.drain(..) {
+            reply(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Runs one operation in a savepoint: on error (or panic) only its own
+/// changes are undone.
+fn in_savepoint<T, F>(c: &Connection, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError>,
+{
+    c.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let result = match catch_unwind(AssertUnwindSafe(|| f(c))) {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Task("a quota store operation panicked".into())),
+    };
+    if result.is_err() {
+        c.prepare_cached("ROLLBACK TO op")?.execute([])?;
+    }
+    c.prepare_cached("RELEASE op")?.execute([])?;
+    result
+}
+
+/// Sent and reserved units of one mailbox after a cutoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    sent: u32,
+    reserved: u32,
+}
+
+impl Counts {
+    fn total(self) -> u64 {
+        u64::from(self.sent) + u64::from(self.reserved)
+    }
+}
+
+fn count_units(c: &Connection, account: &str, after: i64, upto: i64) -> rusqlite::Result<Counts> {
+    c.prepare_cached(
+        "SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0)
+         FROM units WHERE account = ?1 AND at_ms > ?2 AND at_ms <= ?3",
+    )?
+    .query_row(params![account, after, upto], |r| {
+        Ok(Counts {
+            sent: r.get(0)?,
+            reserved: r.get(1)?,
+        })
+    })
+}
+
+/// The units counted in the window that starts after `cutoff`: from the
+/// running counts minus the units that left the window since they were
+/// stored, or counted afresh when there are none (or the window moved back).
+/// With `store`, the result becomes the new running counts.
+fn window_counts(
+    c: &Connection,
+    account: &str,
+    cutoff: i64,
+    store: bool,
+) -> rusqlite::Result<Counts> {
+    let stored: Option<(i64, u32, u32)> = c
+        .prepare_cached("SELECT cutoff_ms, sent, reserved FROM windows WHERE account = ?1")?
+        .query_row(params![account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let counts = match stored {
+        Some((at, sent, reserved)) if at == cutoff => return Ok(Counts { sent, reserved }),
+        Some((at, sent, reserved)) if at < cutoff => {
+            let gone = count_units(c, account, at, cutoff)?;
+            Counts {
+                sent: sent.saturating_sub(gone.sent),
+                reserved: reserved.saturating_sub(gone.reserved),
+            }
+        }
+        _ => count_units(c, account, cutoff, i64::MAX)?,
+    };
+    if store {
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO windows (account, cutoff_ms, sent, reserved)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![account, cutoff, counts.sent, counts.reserved])?;
+    }
+    Ok(counts)
+}
+
+impl SqliteStore {
     pub(crate) async fn load(
         &self,
         account: &str,
@@ -131,24 +365,17 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Loaded, StoreError> {
         let (account, quota) = (account.to_owned(), quota.clone());
-        self.call(move |c| {
-            // A read transaction: record and counts from one snapshot.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
-            let record = read_record(&tx, &account)?;
+        self.read(move |c| {
+            let record = read_record(c, &account)?;
             let cutoff = quota.window.cutoff_ms(now);
-            let (sent, reserved, oldest): (u32, u32, Option<i64>) = tx
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0), MIN(at_ms)
-                 FROM units WHERE account = ?1 AND at_ms > ?2",
-                )?
-                .query_row(params![account, cutoff], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+            let counts = window_counts(c, &account, cutoff, false)?;
+            let oldest: Option<i64> = c
+                .prepare_cached("SELECT MIN(at_ms) FROM units WHERE account = ?1 AND at_ms > ?2")?
+                .query_row(params![account, cutoff], |r| r.get(0))?;
             let limit = quota.limit(&record, now);
-            let counted = u64::from(sent) + u64::from(reserved);
             let mut units = Vec::new();
-            if counted + u64::from(need) > u64::from(limit.value) {
-                let mut st = tx.prepare_cached(
+            if counts.total() + u64::from(need) > u64::from(limit.value) {
+                let mut st = c.prepare_cached(
                     "SELECT at_ms FROM units WHERE account = ?1 AND at_ms > ?2 ORDER BY at_ms",
                 )?;
                 let rows = st.query_map(params![account, cutoff], |r| r.get::<_, i64>(0))?;
@@ -158,8 +385,8 @@ impl SqliteStore {
             }
             Ok(Loaded {
                 record,
-                sent,
-                reserved,
+                sent: counts.sent,
+                reserved: counts.reserved,
                 oldest,
                 units,
             })
@@ -175,46 +402,36 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Reserved, StoreError> {
         let (account, quota) = (account.to_owned(), quota.clone());
-        self.call(move |c| {
-            c.pragma_update(None, "synchronous", "FULL")?;
-            let r = reserve_in(c, &account, &quota, n, now);
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            r
-        })
-        .await
+        // Durable: the batch commits with an fsync before the answer.
+        self.run(true, true, move |c| reserve_in(c, &account, &quota, n, now))
+            .await
     }
 }
 
-/// The reservation transaction (run with `synchronous = FULL`).
+/// The reservation (inside a write batch).
 fn reserve_in(
-    c: &mut Connection,
+    c: &Connection,
     account: &str,
     quota: &Quota,
     n: u32,
     now: Timestamp,
 ) -> Result<Reserved, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now_ms = now.as_millisecond();
-    tx.prepare_cached("DELETE FROM units WHERE account = ?1 AND at_ms < ?2")?
+    c.prepare_cached("DELETE FROM units WHERE account = ?1 AND at_ms < ?2")?
         .execute(params![account, now_ms - KEEP_MS])?;
-    let record = read_record(&tx, account)?;
+    let record = read_record(c, account)?;
     let limit = quota.limit(&record, now).value;
-    let counted: u32 = tx
-        .prepare_cached("SELECT COUNT(*) FROM units WHERE account = ?1 AND at_ms > ?2")?
-        .query_row(params![account, quota.window.cutoff_ms(now)], |r| r.get(0))?;
-    if u64::from(counted) + u64::from(n) > u64::from(limit) {
-        tx.commit()?;
+    let counts = window_counts(c, account, quota.window.cutoff_ms(now), true)?;
+    if counts.total() + u64::from(n) > u64::from(limit) {
+        let counted = u32::try_from(counts.total()).unwrap_or(u32::MAX);
         return Ok(Reserved::Full { counted, limit });
     }
     let mut ids = Vec::with_capacity(n as usize);
-    {
-        let mut st = tx.prepare_cached("INSERT INTO units (account, at_ms) VALUES (?1, ?2)")?;
-        for _ in 0..n {
-            st.execute(params![account, now_ms])?;
-            ids.push(tx.last_insert_rowid().unsigned_abs());
-        }
+    let mut st = c.prepare_cached("INSERT INTO units (account, at_ms) VALUES (?1, ?2)")?;
+    for _ in 0..n {
+        st.execute(params![account, now_ms])?;
+        ids.push(c.last_insert_rowid().unsigned_abs());
     }
-    tx.commit()?;
     Ok(Reserved::Ok(ids))
 }
 
@@ -225,25 +442,27 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let rs = rs.to_vec();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |c| {
             for r in &rs {
                 {
-                    let mut st = tx.prepare_cached(
-                        "UPDATE units SET sent = 1 WHERE id = ?1 AND account = ?2",
+                    let mut st = c.prepare_cached(
+                        "UPDATE units SET sent = 1 WHERE id = ?1 AND account = ?2 AND sent = 0",
                     )?;
                     for id in &r.ids {
                         st.execute(params![i64::try_from(*id).unwrap_or(-1), r.account])?;
                     }
                 }
-                ensure_row(&tx, &r.account)?;
-                tx.prepare_cached(
-                    "UPDATE accounts SET first_send_ms = COALESCE(first_send_ms, ?2), throttles = 0
-                     WHERE account = ?1",
+                // Records the first send (ramp day 0) and resets the
+                // throttle count, writing the row only when that changes it.
+                c.prepare_cached(
+                    "INSERT INTO accounts (account, first_send_ms) VALUES (?1, ?2)
+                     ON CONFLICT (account) DO UPDATE
+                        SET first_send_ms = COALESCE(first_send_ms, excluded.first_send_ms),
+                            throttles = 0
+                      WHERE first_send_ms IS NULL OR throttles != 0",
                 )?
                 .execute(params![r.account, now.as_millisecond()])?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -251,18 +470,13 @@ impl SqliteStore {
 
     pub(crate) async fn release(&self, rs: &[Reservation]) -> Result<(), StoreError> {
         let rs = rs.to_vec();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut st =
-                    tx.prepare_cached("DELETE FROM units WHERE id = ?1 AND account = ?2")?;
-                for r in &rs {
-                    for id in &r.ids {
-                        st.execute(params![i64::try_from(*id).unwrap_or(-1), r.account])?;
-                    }
+        self.write(move |c| {
+            let mut st = c.prepare_cached("DELETE FROM units WHERE id = ?1 AND account = ?2")?;
+            for r in &rs {
+                for id in &r.ids {
+                    st.execute(params![i64::try_from(*id).unwrap_or(-1), r.account])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -275,17 +489,16 @@ impl SqliteStore {
         pace_until: Timestamp,
     ) -> Result<Claim, StoreError> {
         let account = account.to_owned();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let record = read_record(&tx, &account)?;
+        self.write(move |c| {
+            let record = read_record(c, &account)?;
             if let Some(p) = record.active_park(now) {
                 return Ok(Claim::Parked(p.until));
             }
             if let Some(p) = record.pace_until.filter(|&p| p > now) {
                 return Ok(Claim::Paced(p));
             }
-            ensure_row(&tx, &account)?;
-            tx.prepare_cached(
+            ensure_row(c, &account)?;
+            c.prepare_cached(
                 "UPDATE accounts SET last_pick_ms = ?2, pace_until_ms = ?3 WHERE account = ?1",
             )?
             .execute(params![
@@ -293,7 +506,6 @@ impl SqliteStore {
                 now.as_millisecond(),
                 pace_until.as_millisecond()
             ])?;
-            tx.commit()?;
             Ok(Claim::Claimed)
         })
         .await
@@ -301,13 +513,8 @@ impl SqliteStore {
 
     pub(crate) async fn park(&self, account: &str, parked: &Parked) -> Result<(), StoreError> {
         let (account, parked) = (account.to_owned(), parked.clone());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            write_park(&tx, &account, &parked)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| Ok(write_park(c, &account, &parked)?))
+            .await
     }
 
     pub(crate) async fn park_throttled(
@@ -317,10 +524,9 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Parked, StoreError> {
         let (account, reason) = (account.to_owned(), reason.to_owned());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            ensure_row(&tx, &account)?;
-            let n: u32 = tx
+        self.write(move |c| {
+            ensure_row(c, &account)?;
+            let n: u32 = c
                 .prepare_cached(
                     "UPDATE accounts SET throttles = throttles + 1 WHERE account = ?1
                  RETURNING throttles",
@@ -332,8 +538,7 @@ impl SqliteStore {
                 kind: ParkKind::Throttle,
                 reason,
             };
-            write_park(&tx, &account, &parked)?;
-            tx.commit()?;
+            write_park(c, &account, &parked)?;
             Ok(parked)
         })
         .await
@@ -345,9 +550,8 @@ impl SqliteStore {
         kind: Option<ParkKind>,
     ) -> Result<bool, StoreError> {
         let account = account.to_owned();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx
+        self.write(move |c| {
+            let n = c
                 .prepare_cached(
                     "UPDATE accounts SET parked_until_ms = NULL, parked_since_ms = NULL,
                         park_kind = NULL, park_reason = NULL
@@ -355,7 +559,6 @@ impl SqliteStore {
                    AND (?2 IS NULL OR park_kind = ?2)",
                 )?
                 .execute(params![account, kind.map(ParkKind::as_str)])?;
-            tx.commit()?;
             Ok(n > 0)
         })
         .await
@@ -367,10 +570,9 @@ impl SqliteStore {
         ceiling: Ceiling,
     ) -> Result<(), StoreError> {
         let account = account.to_owned();
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            ensure_row(&tx, &account)?;
-            tx.prepare_cached(
+        self.write(move |c| {
+            ensure_row(c, &account)?;
+            c.prepare_cached(
                 "UPDATE accounts SET ceiling = ?2, ceiling_until_ms = ?3 WHERE account = ?1",
             )?
             .execute(params![
@@ -378,7 +580,6 @@ impl SqliteStore {
                 ceiling.value,
                 ceiling.until.as_millisecond()
             ])?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -390,29 +591,27 @@ impl SqliteStore {
         error: &LastError,
     ) -> Result<(), StoreError> {
         let (account, error) = (account.to_owned(), error.clone());
-        self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            ensure_row(&tx, &account)?;
-            tx.prepare_cached(
+        self.write(move |c| {
+            ensure_row(c, &account)?;
+            c.prepare_cached(
                 "UPDATE accounts SET last_error = ?2, last_error_ms = ?3 WHERE account = ?1",
             )?
             .execute(params![account, error.text, error.at.as_millisecond()])?;
-            tx.commit()?;
             Ok(())
         })
         .await
     }
 }
 
-fn ensure_row(tx: &Transaction<'_>, account: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO accounts (account) VALUES (?1)")?
+fn ensure_row(c: &Connection, account: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR IGNORE INTO accounts (account) VALUES (?1)")?
         .execute(params![account])
         .map(drop)
 }
 
-fn write_park(tx: &Transaction<'_>, account: &str, p: &Parked) -> rusqlite::Result<()> {
-    ensure_row(tx, account)?;
-    tx.prepare_cached(
+fn write_park(c: &Connection, account: &str, p: &Parked) -> rusqlite::Result<()> {
+    ensure_row(c, account)?;
+    c.prepare_cached(
         "UPDATE accounts SET parked_until_ms = ?2, parked_since_ms = ?3, park_kind = ?4,
                 park_reason = ?5
          WHERE account = ?1",
@@ -427,8 +626,8 @@ fn write_park(tx: &Transaction<'_>, account: &str, p: &Parked) -> rusqlite::Resu
     .map(drop)
 }
 
-fn read_record(tx: &Transaction<'_>, account: &str) -> rusqlite::Result<Record> {
-    let row = tx
+fn read_record(c: &Connection, account: &str) -> rusqlite::Result<Record> {
+    let row = c
         .query_row(
             "SELECT first_send_ms, ceiling, ceiling_until_ms, last_pick_ms, pace_until_ms,
                     parked_until_ms, parked_since_ms, park_kind, park_reason, throttles,

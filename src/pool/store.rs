@@ -41,6 +41,16 @@ pub enum StoreError {
     Invalid(String),
     #[error("quota store task failed: {0}")]
     Task(String),
+    /// A failure shared by every operation of one SQLite batch (the
+    /// transaction could not begin or commit).
+    #[error("{0}")]
+    Batch(String),
+}
+
+impl StoreError {
+    pub(crate) fn batch(e: &StoreError) -> StoreError {
+        StoreError::Batch(e.to_string())
+    }
 }
 
 /// Why a mailbox is parked.

@@ -752,3 +752,177 @@ async fn unknown_names_are_errors() {
         Err(PoolError::UnknownAccount(_))
     ));
 }
+
+/// Units of `account` after `cutoff`, counted from scratch: (sent, reserved).
+fn fresh_count(db: &rusqlite::Connection, account: &str, cutoff: i64) -> (u32, u32) {
+    db.query_row(
+        "SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0) FROM units
+         WHERE account = ?1 AND at_ms > ?2",
+        rusqlite::params![account, cutoff],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn running_counts_match_a_fresh_count() {
+    // Random reserves, commits, releases and outside edits over twelve days,
+    // on a rolling and a calendar-day window: the running counts (`windows`
+    // and its triggers) always equal a count from scratch, and every reserve
+    // decides as that count says it should.
+    let f = fixture(
+        &[
+            ("a", "daily_limit = 10"),
+            (
+                "b",
+                "daily_limit = 8\nwindow = \"calendar-day\"\ntime_zone = \"America/New_York\"",
+            ),
+        ],
+        "",
+    );
+    let db = rusqlite::Connection::open(&f.path).unwrap();
+    let quota = |a: &str| f.pools.quota_of(a).unwrap().clone();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut now = ts("2024-03-08T12:00:00Z"); // spans the DST change in New York
+    let mut held: Vec<Reservation> = Vec::new();
+    let (mut full, mut reserved) = (0, 0);
+    for step in 0..600 {
+        now += secs(i64::try_from(next(3600)).unwrap());
+        let account = if next(2) == 0 { "a" } else { "b" };
+        let cutoff = quota(account).window.cutoff_ms(now);
+        match next(10) {
+            0..=4 => {
+                let k = u32::try_from(1 + next(3)).unwrap();
+                let (s, r) = fresh_count(&db, account, cutoff);
+                let limit = quota(account).daily_limit.unwrap();
+                match f.pools.reserve(account, k, now).await.unwrap() {
+                    Reserve::Reserved(res) => {
+                        assert!(s + r + k <= limit, "step {step}: reserved past the limit");
+                        reserved += 1;
+                        held.push(res);
+                    }
+                    Reserve::Full(_) => {
+                        assert!(s + r + k > limit, "step {step}: refused with room left");
+                        full += 1;
+                    }
+                }
+            }
+            5..=6 if !held.is_empty() => {
+                let res = held.swap_remove(usize::try_from(next(held.len() as u64)).unwrap());
+                f.pools.commit(&[res], now).await.unwrap();
+            }
+            7 if !held.is_empty() => {
+                let res = held.swap_remove(usize::try_from(next(held.len() as u64)).unwrap());
+                f.pools.release(&[res], now).await.unwrap();
+            }
+            8 => {
+                // Somebody tidies up with sqlite3.
+                db.execute(
+                    "DELETE FROM units WHERE id = (SELECT id FROM units ORDER BY random() LIMIT 1)",
+                    [],
+                )
+                .unwrap();
+            }
+            _ => {}
+        }
+        for a in ["a", "b"] {
+            let (s, r) = fresh_count(&db, a, quota(a).window.cutoff_ms(now));
+            let st = f.pools.account_status(a, now).await.unwrap();
+            assert_eq!((st.used, st.reserved), (s, r), "step {step}, account {a}");
+        }
+    }
+    assert!(
+        full > 10 && reserved > 100,
+        "{full} full, {reserved} reserved"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_1_file_is_upgraded_and_counted() {
+    // A file as the first Postern wrote it: no `windows` table.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SQLITE_FILE);
+    let now = ts("2024-05-01T12:00:00Z");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE units (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
+                                 at_ms INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX units_by_account ON units (account, at_ms);
+             CREATE TABLE accounts (account TEXT PRIMARY KEY, first_send_ms INTEGER,
+                 ceiling INTEGER, ceiling_until_ms INTEGER, last_pick_ms INTEGER,
+                 pace_until_ms INTEGER, parked_until_ms INTEGER, parked_since_ms INTEGER,
+                 park_kind TEXT, park_reason TEXT, throttles INTEGER NOT NULL DEFAULT 0,
+                 last_error TEXT, last_error_ms INTEGER);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        let mut st = db
+            .prepare("INSERT INTO units (account, at_ms, sent) VALUES ('a', ?1, ?2)")
+            .unwrap();
+        for (age_h, sent) in [(1, 1), (2, 1), (3, 0), (30, 1)] {
+            st.execute(rusqlite::params![
+                (now - hours(age_h)).as_millisecond(),
+                sent
+            ])
+            .unwrap();
+        }
+    }
+    let cfg = config(&[("a", "daily_limit = 5")], "");
+    let pools = Pools::new(&cfg, Store::sqlite(&path).unwrap()).unwrap();
+    let s = pools.account_status("a", now).await.unwrap();
+    assert_eq!((s.used, s.reserved, s.remaining), (2, 1, 2));
+    let r = reserve_ok(&pools, "a", 2, now).await;
+    reserve_full(&pools, "a", 1, now).await;
+    pools.release(&[r], now).await.unwrap();
+    // 22 h later the units 2 h and 3 h old have left the window.
+    let s = pools
+        .account_status("a", now + hours(22) + secs(1))
+        .await
+        .unwrap();
+    assert_eq!((s.used, s.reserved), (1, 0));
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_does_not_spoil_its_batch() {
+    // Many operations land in one batch; one of them fails inside SQLite (a
+    // trigger put there to refuse one account's units). The others commit,
+    // and the failed one leaves nothing behind.
+    let f = fixture(&[("a", "daily_limit = 100"), ("bad", "")], "");
+    let db = rusqlite::Connection::open(&f.path).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_bad BEFORE INSERT ON units WHEN NEW.account = 'bad'
+         BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+    )
+    .unwrap();
+    let now = ts("2024-05-01T00:00:00Z");
+    let pools = Arc::new(f.pools);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let pools = Arc::clone(&pools);
+        let account = if i == 20 { "bad" } else { "a" };
+        tasks.push(tokio::spawn(async move {
+            pools.reserve(account, 1, now).await.is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 39);
+    assert_eq!(fresh_count(&db, "a", 0), (0, 39));
+    assert_eq!(fresh_count(&db, "bad", 0), (0, 0));
+    let s = pools.account_status("a", now).await.unwrap();
+    assert_eq!(s.reserved, 39);
+}
