@@ -293,12 +293,15 @@ pub async fn dial(
 }
 
 /// TLS client handshake towards `endpoint` (certificate checked for its host).
-pub async fn tls_connect(
+pub async fn tls_connect<IO>(
     endpoint: &Endpoint,
     tls: &Arc<ClientConfig>,
-    tcp: TcpStream,
+    tcp: IO,
     timeout: Duration,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+) -> Result<tokio_rustls::client::TlsStream<IO>, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let target = format!("{}:{}", endpoint.host, endpoint.port);
     let host = endpoint
         .host

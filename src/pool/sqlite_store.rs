@@ -246,15 +246,20 @@ fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
         let durable = batch.iter().any(|j| j.durable);
         let begun = (|| -> Result<(), StoreError> {
             if durable != full {
-                let mode = if durable { "FULL" } else { "NORMAL" };
-                conn.pragma_update(None, "synchronous", mode)?;
+                let mode = if durable {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                conn.prepare_cached(mode)?.execute([])?;
                 full = durable;
             }
-            conn.execute_batch(if writes {
+            let begin = if writes {
                 "BEGIN IMMEDIATE"
             } else {
                 "BEGIN DEFERRED"
-            })?;
+            };
+            conn.prepare_cached(begin)?.execute([])?;
             Ok(())
         })();
         if let Err(e) = &begun {
@@ -267,7 +272,11 @@ fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
         for job in batch.drain(..) {
             replies.push((job.run)(Ok(&conn)));
         }
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let committed = conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]))
+            .map(drop)
+            .map_err(StoreError::from);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
