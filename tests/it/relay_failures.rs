@@ -484,3 +484,59 @@ fn a_stale_warm_connection_is_replaced_transparently() {
     assert_eq!(f.messages().len(), 2);
     assert_eq!(f.connections(), 2);
 }
+
+#[test]
+fn chunking_upstream_gets_the_message_as_one_bdat_chunk() {
+    // CHUNKING advertised (as Gmail and Dovecot do): the message goes as one
+    // `BDAT n LAST` written with its bytes, unstuffed, and no DATA. A refusal
+    // of the chunk reaches the client as a refusal after DATA's dot would; a
+    // connection dropped instead of a reply is never acknowledged.
+    let pki = TestPki::new();
+    let chunking = || {
+        let mut s = Script {
+            tls: Tls::Implicit,
+            ..Script::default()
+        };
+        s.ehlo_extensions.push("CHUNKING".into());
+        s
+    };
+    let f = fake(&pki, chunking());
+    let p = postern_for(&f, &pki, "implicit", PW, "");
+    let mut c = client(&p);
+    let r = transact(&mut c, &["a@example.org"]);
+    assert!(r.last().unwrap().starts_with("250 2.0.0"), "{r:?}");
+    assert_eq!(
+        f.messages()[0].data,
+        b"Subject: matrix\r\n\r\nhello\r\n.dot",
+        "the chunk carries the message unstuffed"
+    );
+    let t = f.transcript();
+    let size = "Subject: matrix\r\n\r\nhello\r\n.dot\r\n".len();
+    assert!(
+        t.iter().any(|l| l.ends_with(&format!(" BDAT {size} LAST"))),
+        "{t:?}"
+    );
+    assert!(!t.iter().any(|l| l.ends_with(" DATA")), "{t:?}");
+
+    f.set_script(Script {
+        end_reply: "554 5.6.0 Content rejected".into(),
+        ..chunking()
+    });
+    let r = transact(&mut c, &["x@example.org"]);
+    assert!(
+        r.last()
+            .unwrap()
+            .starts_with("554 5.6.0 Content rejected (account fk)"),
+        "{r:?}"
+    );
+
+    f.set_script(Script {
+        drop_after_data_bytes: Some(5),
+        ..chunking()
+    });
+    let before = f.messages().len();
+    let r = transact(&mut c, &["y@example.org"]);
+    no_250_at_end(&r);
+    assert!(r.last().unwrap().starts_with('4'), "{r:?}");
+    assert_eq!(f.messages().len(), before);
+}
