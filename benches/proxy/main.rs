@@ -48,7 +48,9 @@ fn usage() -> &'static str {
   --only LIST           smtp,fetch,login,idle (default: smtp,fetch,login; idle only with --idle)
   --idle N              also hold N logged-in idle IMAP sessions through Postern (e.g. 10000)
   --sessions LIST       concurrent SMTP sessions (default 1,16,64)
-  --secs S              measured seconds per SMTP/FETCH figure (default 4; quick 1)
+  --secs S              measured seconds per SMTP/FETCH figure and path (default 4; quick 1)
+  --rounds R            split each of them into R alternating direct/via rounds, in
+                        ABBA order, so drifting background load cancels (default 4; quick 1)
   --logins N            timed logins per path and kind (default 200; quick 20)
   --fetch-sessions N    concurrent FETCH sessions (default 1)
   --postern-log LEVEL   Postern's log_level (default info, the shipped default)
@@ -64,6 +66,7 @@ struct Settings {
     sessions: Vec<usize>,
     warm: Duration,
     secs: Duration,
+    rounds: usize,
     logins: usize,
     login_warm: usize,
     fetch_sessions: usize,
@@ -91,6 +94,7 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         sessions: vec![1, 16, 64],
         warm: Duration::from_secs(1),
         secs: Duration::from_secs(4),
+        rounds: 4,
         logins: 200,
         login_warm: 5,
         fetch_sessions: 1,
@@ -98,6 +102,7 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         out: None,
     };
     let mut secs = None;
+    let mut rounds = None;
     let mut logins = None;
     let mut only_given = false;
     let mut it = args.into_iter();
@@ -122,6 +127,7 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
                     .collect::<Result<_, _>>()?
             }
             "--secs" => secs = Some(val()?.parse::<f64>()?),
+            "--rounds" => rounds = Some(val()?.parse::<usize>()?.max(1)),
             "--logins" => logins = Some(val()?.parse::<usize>()?),
             "--fetch-sessions" => s.fetch_sessions = val()?.parse()?,
             "--postern-log" => s.postern_log = val()?,
@@ -136,11 +142,15 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
     if s.quick {
         s.warm = Duration::from_millis(300);
         s.secs = Duration::from_secs(1);
+        s.rounds = 1;
         s.logins = 20;
         s.login_warm = 2;
     }
     if let Some(x) = secs {
         s.secs = Duration::from_secs_f64(x);
+    }
+    if let Some(r) = rounds {
+        s.rounds = r;
     }
     if let Some(n) = logins {
         s.logins = n;
@@ -269,7 +279,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 /// CPU seconds of Postern, the load generator's threads and the in-process
 /// upstream's threads.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Cpu {
     postern: f64,
     client: f64,
@@ -282,6 +292,13 @@ impl Cpu {
             postern: procfs::process_cpu(pid),
             client: procfs::threads_cpu(CLIENT_THREADS),
             upstream: procfs::threads_cpu(UPSTREAM_THREADS),
+        }
+    }
+    fn plus(self, other: Cpu) -> Cpu {
+        Cpu {
+            postern: self.postern + other.postern,
+            client: self.client + other.client,
+            upstream: self.upstream + other.upstream,
         }
     }
     fn since(self, before: Cpu) -> Cpu {
@@ -486,6 +503,14 @@ fn via_endpoints(p: &postern::Postern, tls: &tlsutil::Material) -> (Endpoint, En
 // 1. SMTP relay
 // ---------------------------------------------------------------------------
 
+/// One measured window of one path.
+struct SmtpWindow {
+    lat: Vec<Duration>,
+    secs: f64,
+    cpu: Cpu,
+    error: Option<String>,
+}
+
 struct SmtpResult {
     rate: f64,
     p50: f64,
@@ -500,10 +525,10 @@ async fn smtp_run(
     user: &str,
     pass: &str,
     sessions: usize,
-    s: &Settings,
+    (warm, secs): (Duration, Duration),
     stuffed: Arc<Vec<u8>>,
     pid: u32,
-) -> anyhow::Result<SmtpResult> {
+) -> anyhow::Result<SmtpWindow> {
     let mut set = JoinSet::new();
     for _ in 0..sessions {
         let (ep, user, pass) = (ep.clone(), user.to_owned(), pass.to_owned());
@@ -513,8 +538,8 @@ async fn smtp_run(
     while let Some(r) = set.join_next().await {
         conns.push(r?.context("SMTP session setup")?);
     }
-    let from = Instant::now() + s.warm;
-    let end = from + s.secs;
+    let from = Instant::now() + warm;
+    let end = from + secs;
     let mut set = JoinSet::new();
     for mut c in conns {
         let stuffed = stuffed.clone();
@@ -554,6 +579,24 @@ async fn smtp_run(
             error = e;
         }
     }
+    Ok(SmtpWindow {
+        lat,
+        secs: secs.as_secs_f64(),
+        cpu,
+        error,
+    })
+}
+
+/// The windows of one path, as one result.
+fn smtp_result(windows: Vec<SmtpWindow>) -> SmtpResult {
+    let mut lat = Vec::new();
+    let (mut secs, mut cpu, mut error) = (0.0, Cpu::default(), None);
+    for w in windows {
+        lat.extend(w.lat);
+        secs += w.secs;
+        cpu = cpu.plus(w.cpu);
+        error = error.or(w.error);
+    }
     lat.sort();
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let q: Vec<String> = [1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0]
@@ -562,14 +605,21 @@ async fn smtp_run(
             .collect();
         progress(format!("latency ms: {}", q.join(" ")));
     }
-    Ok(SmtpResult {
-        rate: lat.len() as f64 / s.secs.as_secs_f64(),
+    SmtpResult {
+        rate: lat.len() as f64 / secs,
         p50: pct(&lat, 50.0),
         p99: pct(&lat, 99.0),
         n: lat.len(),
         cpu,
         error,
-    })
+    }
+}
+
+/// Whether round `i` measures via Postern first (ABBA: D V, V D, D V, …),
+/// and the warm-up and measured length of each of its two windows.
+fn round_plan(s: &Settings, i: usize) -> (bool, (Duration, Duration)) {
+    let warm = if i == 0 { s.warm } else { s.warm / 2 };
+    (i % 2 == 1, (warm, s.secs / s.rounds as u32))
 }
 
 async fn smtp_section(
@@ -673,7 +723,8 @@ async fn smtp_section(
     Ok(())
 }
 
-/// Direct, then through Postern, with `n` concurrent sessions.
+/// Direct and through Postern, with `n` concurrent sessions, in alternating
+/// rounds (see `round_plan`).
 async fn smtp_pair(
     t: &Target,
     p: &postern::Postern,
@@ -683,29 +734,40 @@ async fn smtp_pair(
     stuffed: &Arc<Vec<u8>>,
 ) -> anyhow::Result<(SmtpResult, SmtpResult)> {
     let (via_smtp, _) = via_endpoints(p, tls);
-    let direct = smtp_run(
-        &t.smtp,
-        &t.email,
-        &t.password,
-        n,
-        s,
-        stuffed.clone(),
-        p.pid(),
-    )
-    .await
-    .context("direct")?;
-    let via = smtp_run(
-        &via_smtp,
-        "app",
-        postern::LOCAL_PASSWORD,
-        n,
-        s,
-        stuffed.clone(),
-        p.pid(),
-    )
-    .await
-    .context("via Postern")?;
-    Ok((direct, via))
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    for i in 0..s.rounds {
+        let (via_first, window) = round_plan(s, i);
+        for is_via in [via_first, !via_first] {
+            if is_via {
+                let w = smtp_run(
+                    &via_smtp,
+                    "app",
+                    postern::LOCAL_PASSWORD,
+                    n,
+                    window,
+                    stuffed.clone(),
+                    p.pid(),
+                )
+                .await
+                .context("via Postern")?;
+                via.push(w);
+            } else {
+                let w = smtp_run(
+                    &t.smtp,
+                    &t.email,
+                    &t.password,
+                    n,
+                    window,
+                    stuffed.clone(),
+                    p.pid(),
+                )
+                .await
+                .context("direct")?;
+                direct.push(w);
+            }
+        }
+    }
+    Ok((smtp_result(direct), smtp_result(via)))
 }
 
 /// Remove the messages this benchmark sent from the test peers' sink (their
@@ -739,18 +801,32 @@ fn clean_sink(dir: &Path) -> usize {
 struct FetchResult {
     mib_s: f64,
     mib: f64,
+    secs: f64,
     cpu: Cpu,
+}
+
+impl FetchResult {
+    fn plus(self, other: FetchResult) -> FetchResult {
+        let (mib, secs) = (self.mib + other.mib, self.secs + other.secs);
+        FetchResult {
+            mib_s: mib / secs,
+            mib,
+            secs,
+            cpu: self.cpu.plus(other.cpu),
+        }
+    }
 }
 
 async fn fetch_run(
     ep: &Endpoint,
     how: &Login,
     t: &Target,
-    s: &Settings,
+    (warm, secs): (Duration, Duration),
+    fetch_sessions: usize,
     pid: u32,
 ) -> anyhow::Result<FetchResult> {
     let mut sessions = Vec::new();
-    for _ in 0..s.fetch_sessions {
+    for _ in 0..fetch_sessions {
         let mut c = Imap::connect(ep).await?;
         let d = c.login(how).await?;
         if !d.ok {
@@ -773,8 +849,8 @@ async fn fetch_run(
         }
         sessions.push(c);
     }
-    let from = Instant::now() + s.warm;
-    let end = from + s.secs;
+    let from = Instant::now() + warm;
+    let end = from + secs;
     let mut set = JoinSet::new();
     for mut c in sessions {
         let cmd = t.fetch_cmd.clone();
@@ -804,8 +880,9 @@ async fn fetch_run(
     }
     let mib = bytes as f64 / (1024.0 * 1024.0);
     Ok(FetchResult {
-        mib_s: mib / s.secs.as_secs_f64(),
+        mib_s: mib / secs.as_secs_f64(),
         mib,
+        secs: secs.as_secs_f64(),
         cpu,
     })
 }
@@ -818,22 +895,33 @@ async fn fetch_section(
     r: &mut Report,
 ) -> anyhow::Result<()> {
     let (_, via_imap) = via_endpoints(p, tls);
-    let direct = fetch_run(
-        &t.imap,
-        &Login::Password(t.email.clone(), t.password.clone()),
-        t,
-        s,
-        p.pid(),
-    )
-    .await?;
-    let via = fetch_run(
-        &via_imap,
-        &Login::Password("app".into(), postern::LOCAL_PASSWORD.into()),
-        t,
-        s,
-        p.pid(),
-    )
-    .await?;
+    let (mut direct, mut via): (Option<FetchResult>, Option<FetchResult>) = (None, None);
+    for i in 0..s.rounds {
+        let (via_first, window) = round_plan(s, i);
+        for is_via in [via_first, !via_first] {
+            let (ep, login, acc) = if is_via {
+                (
+                    &via_imap,
+                    Login::Password("app".into(), postern::LOCAL_PASSWORD.into()),
+                    &mut via,
+                )
+            } else {
+                (
+                    &t.imap,
+                    Login::Password(t.email.clone(), t.password.clone()),
+                    &mut direct,
+                )
+            };
+            let w = fetch_run(ep, &login, t, window, s.fetch_sessions, p.pid()).await?;
+            *acc = Some(match acc.take() {
+                Some(a) => a.plus(w),
+                None => w,
+            });
+        }
+    }
+    let (Some(direct), Some(via)) = (direct, via) else {
+        bail!("no FETCH rounds ran");
+    };
     progress(format!(
         "{} fetch: direct {:.0} MiB/s, via {:.0} MiB/s",
         t.name, direct.mib_s, via.mib_s
@@ -1322,7 +1410,7 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
     let load1 = procfs::loadavg();
     let quiet = load0.0 <= 0.5;
     let header = format!(
-        "## Postern proxy benchmark\n\nmachine: {cores} cores ({}); load average at start {:.2} {:.2} {:.2}{}, at end {:.2}; fsync of a 4 KiB write in the temp dir p50 {:.2} ms, p99 {:.2} ms\npostern: {} (release); commit {}\nsettings: {}SMTP {} s per figure after {} s warm-up, {} KiB messages, sessions {:?}; FETCH {} session(s) × {} s; {} timed logins per path and kind{}\nduration: {:.0} s\n",
+        "## Postern proxy benchmark\n\nmachine: {cores} cores ({}); load average at start {:.2} {:.2} {:.2}{}, at end {:.2}; fsync of a 4 KiB write in the temp dir p50 {:.2} ms, p99 {:.2} ms\npostern: {} (release); commit {}\nsettings: {}SMTP {} s per figure and path in {} alternating rounds (ABBA; warm-up {} s, then {} s before later rounds), {} KiB messages, sessions {:?}; FETCH {} session(s) × {} s, rounds likewise; {} timed logins per path and kind{}\nduration: {:.0} s\n",
         procfs::cpu_model(),
         load0.0,
         load0.1,
@@ -1335,7 +1423,9 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         git_describe(),
         if s.quick { "--quick; " } else { "" },
         s.secs.as_secs_f64(),
+        s.rounds,
         s.warm.as_secs_f64(),
+        s.warm.as_secs_f64() / 2.0,
         SMTP_SIZE / 1024,
         s.sessions,
         s.fetch_sessions,
