@@ -659,6 +659,9 @@ impl Pools {
 
     /// The upstream accepted the message: the units stay counted, as sent.
     /// Also records the first send (ramp day 0) and resets the throttle count.
+    /// On SQLite it is lazy (see `SqliteStore::commit`): later operations of
+    /// this process see it at once, other processes within ~50 ms; meanwhile
+    /// the units count as reserved, which counts the same.
     pub async fn commit(
         &self,
         reservations: &[Reservation],

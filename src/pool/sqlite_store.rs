@@ -49,6 +49,9 @@ const SCHEMA_VERSION: i64 = 2;
 /// Operations run in one batch at most (a batch is one transaction).
 const MAX_BATCH: usize = 256;
 
+/// How long a batch of only lazy operations (commits) waits for company.
+const LAZY_WAIT: Duration = Duration::from_millis(50);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS units (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,6 +113,9 @@ struct Job {
     writes: bool,
     /// Must be on disk before its caller hears back (`synchronous = FULL`).
     durable: bool,
+    /// Nobody waits for it: it may wait up to [`LAZY_WAIT`] to share the
+    /// next batch.
+    lazy: bool,
     run: Op,
 }
 
@@ -143,6 +149,8 @@ impl SqliteStore {
         // Another process (a second `run`, or `status`) may hold the write
         // lock for a moment.
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Every statement below stays prepared (there are about 30).
+        conn.set_prepared_statement_cache_capacity(64);
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Invalid(format!(
@@ -204,12 +212,39 @@ impl SqliteStore {
             .send(Job {
                 writes,
                 durable,
+                lazy: false,
                 run,
             })
             .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Task("the store thread stopped".into()))?
+    }
+
+    /// Queues `f` for a coming batch without waiting for it.
+    fn lazy<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let run: Op = Box::new(move |c: Result<&Connection, &StoreError>| -> Reply {
+            let result = c
+                .map_err(StoreError::batch)
+                .and_then(|c| in_savepoint(c, f));
+            Box::new(move |committed: Result<(), &StoreError>| {
+                let result = result.and_then(|()| committed.map_err(StoreError::batch));
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "quota store: could not mark units sent (they stay counted)");
+                }
+            })
+        });
+        self.jobs
+            .send(Job {
+                writes: true,
+                durable: false,
+                lazy: true,
+                run,
+            })
+            .map_err(|_| StoreError::Task("the store thread has stopped".into()))
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -236,8 +271,19 @@ fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
+        loop {
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            // Only lazy work (commits): give it a moment to ride along with
+            // the next reservation instead of a transaction of its own.
+            if batch.len() >= MAX_BATCH || !batch.iter().all(|j| j.lazy) {
+                break;
+            }
+            match queue.recv_timeout(LAZY_WAIT) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -445,13 +491,17 @@ fn reserve_in(
 }
 
 impl SqliteStore {
+    /// Marks the units sent. Lazy: nobody waits for it, and it rides along
+    /// with the next batch (within [`LAZY_WAIT`]). Every later operation
+    /// of this process sees it; until it lands, other processes see the
+    /// units as reserved, which count the same. A failure is logged.
     pub(crate) async fn commit(
         &self,
         rs: &[Reservation],
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let rs = rs.to_vec();
-        self.write(move |c| {
+        self.lazy(move |c| {
             for r in &rs {
                 {
                     let mut st = c.prepare_cached(
@@ -474,7 +524,6 @@ impl SqliteStore {
             }
             Ok(())
         })
-        .await
     }
 
     pub(crate) async fn release(&self, rs: &[Reservation]) -> Result<(), StoreError> {
@@ -637,44 +686,43 @@ fn write_park(c: &Connection, account: &str, p: &Parked) -> rusqlite::Result<()>
 
 fn read_record(c: &Connection, account: &str) -> rusqlite::Result<Record> {
     let row = c
-        .query_row(
+        .prepare_cached(
             "SELECT first_send_ms, ceiling, ceiling_until_ms, last_pick_ms, pace_until_ms,
                     parked_until_ms, parked_since_ms, park_kind, park_reason, throttles,
                     last_error, last_error_ms
              FROM accounts WHERE account = ?1",
-            params![account],
-            |r| {
-                let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
-                    Ok(r.get::<_, Option<i64>>(i)?.and_then(ms_to_ts))
-                };
-                let ceiling = match (r.get::<_, Option<u32>>(1)?, ts(2)?) {
-                    (Some(value), Some(until)) => Some(Ceiling { value, until }),
-                    _ => None,
-                };
-                let parked = match (ts(5)?, r.get::<_, Option<String>>(7)?) {
-                    (Some(until), Some(kind)) => Some(Parked {
-                        until,
-                        since: ts(6)?.unwrap_or(until),
-                        kind: ParkKind::parse(&kind),
-                        reason: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                    }),
-                    _ => None,
-                };
-                let last_error = match (r.get::<_, Option<String>>(10)?, ts(11)?) {
-                    (Some(text), Some(at)) => Some(LastError { at, text }),
-                    _ => None,
-                };
-                Ok(Record {
-                    first_send: ts(0)?,
-                    ceiling,
-                    last_pick: ts(3)?,
-                    pace_until: ts(4)?,
-                    parked,
-                    throttles: r.get(9)?,
-                    last_error,
-                })
-            },
-        )
+        )?
+        .query_row(params![account], |r| {
+            let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
+                Ok(r.get::<_, Option<i64>>(i)?.and_then(ms_to_ts))
+            };
+            let ceiling = match (r.get::<_, Option<u32>>(1)?, ts(2)?) {
+                (Some(value), Some(until)) => Some(Ceiling { value, until }),
+                _ => None,
+            };
+            let parked = match (ts(5)?, r.get::<_, Option<String>>(7)?) {
+                (Some(until), Some(kind)) => Some(Parked {
+                    until,
+                    since: ts(6)?.unwrap_or(until),
+                    kind: ParkKind::parse(&kind),
+                    reason: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            let last_error = match (r.get::<_, Option<String>>(10)?, ts(11)?) {
+                (Some(text), Some(at)) => Some(LastError { at, text }),
+                _ => None,
+            };
+            Ok(Record {
+                first_send: ts(0)?,
+                ceiling,
+                last_pick: ts(3)?,
+                pace_until: ts(4)?,
+                parked,
+                throttles: r.get(9)?,
+                last_error,
+            })
+        })
         .optional()?;
     Ok(row.unwrap_or_default())
 }

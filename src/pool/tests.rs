@@ -671,6 +671,8 @@ async fn a_second_connection_reads_while_the_first_writes() {
     let now = ts("2024-05-01T00:00:00Z");
     let r = reserve_ok(&f.pools, "a", 1, now).await;
     f.pools.commit(&[r], now).await.unwrap();
+    // The commit is lazy; any later operation of this store has it applied.
+    assert_eq!(f.pools.account_status("a", now).await.unwrap().used, 1);
     // A raw writer holds the write lock with an uncommitted unit.
     let writer = rusqlite::Connection::open(&f.path).unwrap();
     writer.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -832,8 +834,9 @@ async fn running_counts_match_a_fresh_count() {
             _ => {}
         }
         for a in ["a", "b"] {
-            let (s, r) = fresh_count(&db, a, quota(a).window.cutoff_ms(now));
+            // The store first (it applies any lazy commit), then the file.
             let st = f.pools.account_status(a, now).await.unwrap();
+            let (s, r) = fresh_count(&db, a, quota(a).window.cutoff_ms(now));
             assert_eq!((st.used, st.reserved), (s, r), "step {step}, account {a}");
         }
     }
@@ -925,4 +928,23 @@ async fn a_failing_operation_does_not_spoil_its_batch() {
     assert_eq!(fresh_count(&db, "bad", 0), (0, 0));
     let s = pools.account_status("a", now).await.unwrap();
     assert_eq!(s.reserved, 39);
+}
+
+#[tokio::test]
+async fn a_lazy_commit_lands_on_its_own_soon() {
+    // Nobody waits for a commit and nothing else runs: it still reaches the
+    // file within the lazy wait, for other processes (`postern status`).
+    let f = fixture(&[("a", "daily_limit = 5")], "");
+    let now = ts("2024-05-01T00:00:00Z");
+    let r = reserve_ok(&f.pools, "a", 2, now).await;
+    f.pools.commit(&[r], now).await.unwrap();
+    let db = rusqlite::Connection::open(&f.path).unwrap();
+    let started = std::time::Instant::now();
+    while fresh_count(&db, "a", 0) != (2, 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the commit never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -888,7 +888,7 @@ impl Session {
                 }
             }
             "BDAT" if script.ehlo_extensions.iter().any(|e| e == "CHUNKING") => {
-                return self.bdat(&rest, script);
+                return self.bdat(rest, script);
             }
             "RSET" => {
                 self.reset_envelope();
