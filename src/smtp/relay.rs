@@ -76,6 +76,10 @@ pub struct DirectTransaction {
     tx: RelayTransaction,
     pools: Arc<Pools>,
     reservations: Vec<Reservation>,
+    /// The first recipient's unit, reserved while MAIL FROM went upstream
+    /// (a transaction has at least one recipient): the first RCPT then
+    /// waits only for the upstream, as a direct client would.
+    ahead: Option<Result<Reserve, String>>,
 }
 
 impl std::fmt::Debug for DirectTransaction {
@@ -94,16 +98,25 @@ impl DirectTransaction {
         params: &MailParams,
     ) -> Result<(DirectTransaction, Reply), Reply> {
         let account = relay.cfg.account.clone();
-        match RelayTransaction::open(relay, from, params).await {
+        let (opened, ahead) = tokio::join!(
+            RelayTransaction::open(relay, from, params),
+            pools.reserve(&account, 1, now())
+        );
+        let ahead = ahead.map_err(|e| e.to_string());
+        match opened {
             Ok((tx, o)) => Ok((
                 DirectTransaction {
                     tx,
                     pools,
                     reservations: Vec::new(),
+                    ahead: Some(ahead),
                 },
                 o.reply,
             )),
             Err(o) => {
+                if let Ok(Reserve::Reserved(r)) = ahead {
+                    release_later(&pools, vec![r]);
+                }
                 note_failure(&pools, &account, &o).await;
                 Err(o.reply)
             }
@@ -112,7 +125,15 @@ impl DirectTransaction {
 
     pub async fn rcpt(&mut self, to: &Path) -> Reply {
         let account = self.tx.account().to_owned();
-        let res = match self.pools.reserve(&account, 1, now()).await {
+        let reserved = match self.ahead.take() {
+            Some(r) => r,
+            None => self
+                .pools
+                .reserve(&account, 1, now())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let res = match reserved {
             Ok(Reserve::Reserved(r)) => r,
             Ok(Reserve::Full(f)) => return no_room(&account, f.room_at),
             Err(e) => return store_trouble(e),
@@ -131,7 +152,11 @@ impl DirectTransaction {
             tx,
             pools,
             reservations,
+            ahead,
         } = self;
+        if let Some(Ok(Reserve::Reserved(r))) = ahead {
+            release_later(&pools, vec![r]);
+        }
         let account = tx.account().to_owned();
         let o = tx.data(message).await;
         let t = now();
@@ -148,7 +173,10 @@ impl DirectTransaction {
         o.reply
     }
 
-    pub fn abort(self) {
+    pub fn abort(mut self) {
+        if let Some(Ok(Reserve::Reserved(r))) = self.ahead.take() {
+            self.reservations.push(r);
+        }
         release_later(&self.pools, self.reservations);
         self.tx.abort();
     }

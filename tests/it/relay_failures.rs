@@ -540,3 +540,39 @@ fn chunking_upstream_gets_the_message_as_one_bdat_chunk() {
     assert!(r.last().unwrap().starts_with('4'), "{r:?}");
     assert_eq!(f.messages().len(), before);
 }
+
+#[test]
+fn the_first_unit_reserved_at_mail_is_given_back_when_unused() {
+    // The first recipient's unit is reserved while MAIL FROM goes upstream.
+    // Transactions that end without using it (RSET, a refused recipient)
+    // give it back: an account with a limit of 2 still sends 2 messages,
+    // then the first RCPT of the third gets 452.
+    let pki = TestPki::new();
+    let f = fake(
+        &pki,
+        Script {
+            tls: Tls::Implicit,
+            rcpt_replies: vec![("nouser".into(), "550 5.1.1 No such user".into())],
+            ..Script::default()
+        },
+    );
+    let p = postern_for(&f, &pki, "implicit", &format!("{PW}\ndaily_limit = 2"), "");
+    let mut c = client(&p);
+    for _ in 0..3 {
+        assert!(c.cmd("MAIL FROM:<fk@example.test>").starts_with("250"));
+        assert!(c.cmd("RSET").starts_with("250"));
+    }
+    assert!(c.cmd("MAIL FROM:<fk@example.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<nouser@example.org>").starts_with("550"));
+    assert!(c.cmd("RSET").starts_with("250"));
+    for i in 0..2 {
+        let r = transact(&mut c, &["a@example.org"]);
+        assert!(r.last().unwrap().starts_with("250"), "message {i}: {r:?}");
+    }
+    let r = transact(&mut c, &["a@example.org"]);
+    assert!(
+        r[1].starts_with("452 4.5.3") && r[1].contains("no room"),
+        "{r:?}"
+    );
+    assert_eq!(f.messages().len(), 2);
+}
