@@ -591,14 +591,18 @@ async fn smtp_run(
 fn smtp_result(windows: Vec<SmtpWindow>) -> SmtpResult {
     let mut lat = Vec::new();
     let (mut secs, mut cpu, mut error) = (0.0, Cpu::default(), None);
+    let debug = std::env::var_os("BENCH_DEBUG").is_some();
+    let mut per_round = Vec::new();
     for w in windows {
+        per_round.push(format!("{:.0}", w.lat.len() as f64 / w.secs));
         lat.extend(w.lat);
         secs += w.secs;
         cpu = cpu.plus(w.cpu);
         error = error.or(w.error);
     }
     lat.sort();
-    if std::env::var_os("BENCH_DEBUG").is_some() {
+    if debug {
+        progress(format!("msgs/s per round: {}", per_round.join(" ")));
         let q: Vec<String> = [1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0]
             .iter()
             .map(|p| format!("p{p}={:.3}", pct(&lat, *p)))
