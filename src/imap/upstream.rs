@@ -73,6 +73,14 @@ impl ImapAccount {
 pub type UpstreamStream =
     MaybeTls<TcpStream, tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>;
 
+/// The TLS handshake over `tcp` (implicit TLS, or after STARTTLS).
+async fn tls_over(cfg: &ImapAccount, tcp: TcpStream) -> Result<UpstreamStream, UpstreamError> {
+    let tls =
+        crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, ReadAhead::new(tcp), cfg.timeout)
+            .await?;
+    Ok(MaybeTls::Tls(Box::new(tls)))
+}
+
 /// A connection to the upstream IMAP server, before or after login.
 pub struct ImapUpstream {
     /// Under TLS the socket reads ahead while a FETCH streams (see
@@ -109,15 +117,7 @@ impl ImapUpstream {
         let (tcp, peer) =
             crate::upstream::dial(&cfg.endpoint.host, cfg.endpoint.port, cfg.timeout).await?;
         let stream = match cfg.endpoint.tls {
-            TlsMode::Implicit => MaybeTls::Tls(Box::new(
-                crate::upstream::tls_connect(
-                    &cfg.endpoint,
-                    &cfg.tls,
-                    ReadAhead::new(tcp),
-                    cfg.timeout,
-                )
-                .await?,
-            )),
+            TlsMode::Implicit => tls_over(cfg, tcp).await?,
             _ => MaybeTls::Plain(tcp),
         };
         let mut up = ImapUpstream {
@@ -190,15 +190,7 @@ impl ImapUpstream {
             let MaybeTls::Plain(tcp) = up.stream else {
                 unreachable!("plaintext before STARTTLS")
             };
-            up.stream = MaybeTls::Tls(Box::new(
-                crate::upstream::tls_connect(
-                    &cfg.endpoint,
-                    &cfg.tls,
-                    ReadAhead::new(tcp),
-                    cfg.timeout,
-                )
-                .await?,
-            ));
+            up.stream = tls_over(cfg, tcp).await?;
             up.framer = Framer::for_responses(RESPONSE_LIMITS);
             up.caps.clear();
         }

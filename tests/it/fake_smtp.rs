@@ -936,6 +936,14 @@ impl Session {
         if data.ends_with(b"\r\n") {
             data.truncate(data.len() - 2);
         }
+        self.end_message(data, script)?;
+        Ok(Flow::Continue)
+    }
+
+    /// The whole message is in: record it (when the end reply is 2xx, before
+    /// the reply goes out, so a client that saw the 2xx always finds it in
+    /// `messages()`), then reply.
+    fn end_message(&mut self, data: Vec<u8>, script: &Script) -> io::Result<()> {
         if script.end_reply.starts_with('2') {
             if let Some(mail_from) = self.mail_from.take() {
                 lock(&self.shared.messages).push(Received {
@@ -946,8 +954,7 @@ impl Session {
             }
         }
         self.reset_envelope();
-        self.reply(&script.end_reply, script)?;
-        Ok(Flow::Continue)
+        self.reply(&script.end_reply, script)
     }
 
     /// Reads the message after the 354.
@@ -967,20 +974,7 @@ impl Session {
             };
             if let Some((body_end, term_end)) = end {
                 self.buf = raw.split_off(term_end);
-                let data = unstuff(&raw[..body_end]);
-                // Recorded before the reply goes out, so a client that saw the
-                // 2xx always finds the message in `messages()`.
-                if script.end_reply.starts_with('2') {
-                    if let Some(mail_from) = self.mail_from.take() {
-                        lock(&self.shared.messages).push(Received {
-                            mail_from,
-                            rcpts: std::mem::take(&mut self.rcpts),
-                            data,
-                        });
-                    }
-                }
-                self.reset_envelope();
-                self.reply(&script.end_reply, script)?;
+                self.end_message(unstuff(&raw[..body_end]), script)?;
                 return Ok(Flow::Continue);
             }
             if raw.len() > MAX_MESSAGE {
