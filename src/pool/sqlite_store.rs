@@ -29,7 +29,7 @@
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -113,11 +113,15 @@ struct Job {
     writes: bool,
     /// Must be on disk before its caller hears back (`synchronous = FULL`).
     durable: bool,
-    /// Nobody waits for it: it may wait up to [`LAZY_WAIT`] to share the
-    /// next batch.
-    lazy: bool,
-    run: Op,
+    /// `None`: a wake-up for the lazy queue, nothing to run itself.
+    run: Option<Op>,
 }
+
+/// Lazy operations (commits) wait here, not in the channel, so that queueing
+/// one does not wake the store thread: the next batch takes them along. Only
+/// the first one queued while the queue is empty sends a wake-up, so they
+/// wait at most [`LAZY_WAIT`] when nothing else comes.
+type LazyQueue = Arc<Mutex<Vec<Job>>>;
 
 /// The SQLite store. Cloning shares the store thread; it ends when the last
 /// clone is dropped, after the operations already sent.
@@ -125,6 +129,7 @@ struct Job {
 pub struct SqliteStore {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
+    lazy: LazyQueue,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -174,9 +179,11 @@ impl SqliteStore {
             )));
         }
         let (jobs, queue) = mpsc::channel();
+        let lazy = LazyQueue::default();
+        let lazy_queue = Arc::clone(&lazy);
         std::thread::Builder::new()
             .name("postern-store".into())
-            .spawn(move || serve(conn, &queue))
+            .spawn(move || serve(conn, &queue, &lazy_queue))
             .map_err(|source| StoreError::Io {
                 path: path.to_owned(),
                 source,
@@ -184,6 +191,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs,
+            lazy,
         })
     }
 
@@ -212,8 +220,7 @@ impl SqliteStore {
             .send(Job {
                 writes,
                 durable,
-                lazy: false,
-                run,
+                run: Some(run),
             })
             .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
         answer
@@ -237,14 +244,26 @@ impl SqliteStore {
                 }
             })
         });
-        self.jobs
-            .send(Job {
+        let first = {
+            let mut q = self.lazy.lock().unwrap_or_else(PoisonError::into_inner);
+            q.push(Job {
                 writes: true,
                 durable: false,
-                lazy: true,
-                run,
-            })
-            .map_err(|_| StoreError::Task("the store thread has stopped".into()))
+                run: Some(run),
+            });
+            q.len() == 1
+        };
+        if first {
+            let wake = Job {
+                writes: false,
+                durable: false,
+                run: None,
+            };
+            self.jobs
+                .send(wake)
+                .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
+        }
+        Ok(())
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -264,11 +283,16 @@ impl SqliteStore {
     }
 }
 
-/// The store thread: batches until every `SqliteStore` clone is gone.
-fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
+/// The store thread: batches until every `SqliteStore` clone is gone, then
+/// runs what is left in the lazy queue.
+fn serve(conn: Connection, queue: &mpsc::Receiver<Job>, lazy: &Mutex<Vec<Job>>) {
     let mut full = false;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let take_lazy = |batch: &mut Vec<Job>| {
+        let mut q = lazy.lock().unwrap_or_else(PoisonError::into_inner);
+        // Queued before the jobs just received (or at the same time): first.
+        batch.splice(0..0, q.drain(..));
+    };
     while let Ok(first) = queue.recv() {
         batch.push(first);
         loop {
@@ -278,9 +302,9 @@ fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
                     Err(_) => break,
                 }
             }
-            // Only lazy work (commits): give it a moment to ride along with
-            // the next reservation instead of a transaction of its own.
-            if batch.len() >= MAX_BATCH || !batch.iter().all(|j| j.lazy) {
+            // Only a wake-up for lazy work: give it a moment to ride along
+            // with the next reservation instead of a transaction of its own.
+            if batch.iter().any(|j| j.run.is_some()) {
                 break;
             }
             match queue.recv_timeout(LAZY_WAIT) {
@@ -288,47 +312,58 @@ fn serve(conn: Connection, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let writes = batch.iter().any(|j| j.writes);
-        let durable = batch.iter().any(|j| j.durable);
-        let begun = (|| -> Result<(), StoreError> {
-            if durable != full {
-                let mode = if durable {
-                    "PRAGMA synchronous = FULL"
-                } else {
-                    "PRAGMA synchronous = NORMAL"
-                };
-                conn.prepare_cached(mode)?.execute([])?;
-                full = durable;
-            }
-            let begin = if writes {
-                "BEGIN IMMEDIATE"
+        take_lazy(&mut batch);
+        run_batch(&conn, &mut batch, &mut full);
+    }
+    take_lazy(&mut batch);
+    run_batch(&conn, &mut batch, &mut full);
+}
+
+/// One transaction for every job in `batch` (emptied).
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, full: &mut bool) {
+    batch.retain(|j| j.run.is_some());
+    if batch.is_empty() {
+        return;
+    }
+    let writes = batch.iter().any(|j| j.writes);
+    let durable = batch.iter().any(|j| j.durable);
+    let begun = (|| -> Result<(), StoreError> {
+        if durable != *full {
+            let mode = if durable {
+                "PRAGMA synchronous = FULL"
             } else {
-                "BEGIN DEFERRED"
+                "PRAGMA synchronous = NORMAL"
             };
-            conn.prepare_cached(begin)?.execute([])?;
-            Ok(())
-        })();
-        if let Err(e) = &begun {
-            // Every caller in the batch hears why; none of them ran.
-            for job in batch.drain(..) {
-                (job.run)(Err(e))(Err(e));
-            }
-            continue;
+            conn.prepare_cached(mode)?.execute([])?;
+            *full = durable;
         }
-        for job in batch.drain(..) {
-            replies.push((job.run)(Ok(&conn)));
+        let begin = if writes {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN DEFERRED"
+        };
+        conn.prepare_cached(begin)?.execute([])?;
+        Ok(())
+    })();
+    let ops = batch.drain(..).filter_map(|j| j.run);
+    if let Err(e) = &begun {
+        // Every caller in the batch hears why; none of them ran.
+        for op in ops {
+            op(Err(e))(Err(e));
         }
-        let committed = conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut st| st.execute([]))
-            .map(drop)
-            .map_err(StoreError::from);
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for reply in replies.drain(..) {
-            reply(committed.as_ref().map(|_| ()));
-        }
+        return;
+    }
+    let replies: Vec<Reply> = ops.map(|op| op(Ok(conn))).collect();
+    let committed = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut st| st.execute([]))
+        .map(drop)
+        .map_err(StoreError::from);
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.as_ref().map(|_| ()));
     }
 }
 
