@@ -144,6 +144,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         .await
     }
 
+    /// The tagged reply that ends a command (`tag STATUS [CODE] text`); the
+    /// session goes on unless the write failed.
+    async fn finish(
+        &mut self,
+        tag: &Tag,
+        status: Status,
+        code: Option<&str>,
+        text: impl Into<String>,
+    ) -> Next {
+        match self
+            .status(Some(tag), status, code.and_then(Self::code), text)
+            .await
+        {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::End(End::IoError),
+        }
+    }
+
     fn code(name: &str) -> Option<Code> {
         Some(Code::Other {
             name: name.to_owned(),
@@ -328,23 +346,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn handle(&mut self, cmd: Command) -> Next {
         let Command { tag, kind } = cmd;
-        let io = |r: std::io::Result<()>| match r {
-            Ok(()) => Next::Continue,
-            Err(_) => Next::End(End::IoError),
-        };
         match kind {
             CommandKind::Capability => {
                 let caps = self.capabilities();
                 if self.respond(Response::Capability(caps)).await.is_err() {
                     return Next::End(End::IoError);
                 }
-                io(self
-                    .status(Some(&tag), Status::Ok, None, "CAPABILITY completed")
-                    .await)
+                self.finish(&tag, Status::Ok, None, "CAPABILITY completed")
+                    .await
             }
-            CommandKind::Noop => io(self
-                .status(Some(&tag), Status::Ok, None, "NOOP completed")
-                .await),
+            CommandKind::Noop => self.finish(&tag, Status::Ok, None, "NOOP completed").await,
             CommandKind::Logout => {
                 let _ = self
                     .status(None, Status::Bye, None, "Postern logging out")
@@ -365,47 +376,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if self.respond(Response::Id(id)).await.is_err() {
                     return Next::End(End::IoError);
                 }
-                io(self
-                    .status(Some(&tag), Status::Ok, None, "ID completed")
-                    .await)
+                self.finish(&tag, Status::Ok, None, "ID completed").await
             }
             CommandKind::StartTls => self.starttls(&tag).await,
             CommandKind::Login { user, password } => {
                 if !self.auth_allowed() {
-                    let r = self
-                        .status(
-                            Some(&tag),
+                    return self
+                        .finish(
+                            &tag,
                             Status::No,
-                            Self::code("PRIVACYREQUIRED"),
+                            Some("PRIVACYREQUIRED"),
                             "LOGIN is disabled until STARTTLS: use STARTTLS first",
                         )
                         .await;
-                    return io(r);
                 }
                 self.login(&tag, &user, &password).await
             }
             CommandKind::Authenticate { mechanism, initial } => {
                 if !mechanism.eq_ignore_ascii_case("PLAIN") {
-                    let r = self
-                        .status(
-                            Some(&tag),
+                    return self
+                        .finish(
+                            &tag,
                             Status::No,
-                            Self::code("CANNOT"),
+                            Some("CANNOT"),
                             "Unsupported mechanism: use AUTHENTICATE PLAIN or LOGIN",
                         )
                         .await;
-                    return io(r);
                 }
                 if !self.auth_allowed() {
-                    let r = self
-                        .status(
-                            Some(&tag),
+                    return self
+                        .finish(
+                            &tag,
                             Status::No,
-                            Self::code("PRIVACYREQUIRED"),
+                            Some("PRIVACYREQUIRED"),
                             "Use STARTTLS before AUTHENTICATE",
                         )
                         .await;
-                    return io(r);
                 }
                 let b64 = match initial {
                     Some(i) => i,
@@ -432,19 +438,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         match codec::parse_auth_response(&frame) {
                             Ok(AuthResponse::Data(d)) => d,
                             Ok(AuthResponse::Cancel) => {
-                                return io(self
-                                    .status(Some(&tag), Status::Bad, None, "AUTHENTICATE cancelled")
-                                    .await);
+                                return self
+                                    .finish(&tag, Status::Bad, None, "AUTHENTICATE cancelled")
+                                    .await;
                             }
                             Err(_) => {
-                                return io(self
-                                    .status(
-                                        Some(&tag),
+                                return self
+                                    .finish(
+                                        &tag,
                                         Status::Bad,
                                         None,
                                         "Invalid base64 in AUTHENTICATE",
                                     )
-                                    .await);
+                                    .await;
                             }
                         }
                     }
@@ -457,20 +463,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .ok()
                 .and_then(|raw| sasl::plain_decode(&raw).ok());
                 let Some(p) = creds else {
-                    return io(self
-                        .status(Some(&tag), Status::Bad, None, "Malformed PLAIN response")
-                        .await);
+                    return self
+                        .finish(&tag, Status::Bad, None, "Malformed PLAIN response")
+                        .await;
                 };
                 if !p.authzid.is_empty() && p.authzid != p.authcid {
-                    let r = self
-                        .status(
-                            Some(&tag),
+                    return self
+                        .finish(
+                            &tag,
                             Status::No,
-                            Self::code("AUTHORIZATIONFAILED"),
+                            Some("AUTHORIZATIONFAILED"),
                             "Authorization identity must be empty or your own user name",
                         )
                         .await;
-                    return io(r);
                 }
                 self.login(&tag, &p.authcid, &p.password).await
             }
@@ -545,35 +550,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn login(&mut self, tag: &Tag, user: &str, password: &Secret) -> Next {
-        let io = |r: std::io::Result<()>| match r {
-            Ok(()) => Next::Continue,
-            Err(_) => Next::End(End::IoError),
-        };
         let u = match self.ctx.users.verify(user, password).await {
             Ok(u) => u,
             Err(LoginError::Invalid) => {
-                let r = self
-                    .status(
-                        Some(tag),
+                let next = self
+                    .finish(
+                        tag,
                         Status::No,
-                        Self::code("AUTHENTICATIONFAILED"),
+                        Some("AUTHENTICATIONFAILED"),
                         "Authentication failed: wrong user name or password",
                     )
                     .await;
                 if self.count_bad().await {
                     return Next::End(End::TooManyErrors);
                 }
-                return io(r);
+                return next;
             }
             Err(LoginError::Internal) => {
-                return io(self
-                    .status(
-                        Some(tag),
+                return self
+                    .finish(
+                        tag,
                         Status::No,
-                        Self::code("UNAVAILABLE"),
+                        Some("UNAVAILABLE"),
                         "Temporary authentication failure, try again",
                     )
-                    .await);
+                    .await;
             }
         };
         tracing::Span::current().record("user", u.name.as_str());
@@ -582,20 +583,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "IMAP is not configured for user {}: set read_via in the Postern config",
                 u.name
             );
-            return io(self
-                .status(
-                    Some(tag),
-                    Status::No,
-                    Self::code("AUTHORIZATIONFAILED"),
-                    text,
-                )
-                .await);
+            return self
+                .finish(tag, Status::No, Some("AUTHORIZATIONFAILED"), text)
+                .await;
         };
         let Some(account) = self.ctx.accounts.get(&account_name).cloned() else {
             let text = format!("Account {account_name} has no usable IMAP credential (run `postern doctor {account_name}`)");
-            return io(self
-                .status(Some(tag), Status::No, Self::code("UNAVAILABLE"), text)
-                .await);
+            return self
+                .finish(tag, Status::No, Some("UNAVAILABLE"), text)
+                .await;
         };
         let started = Instant::now();
         match ImapUpstream::open(&account).await {
@@ -629,9 +625,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Some(h) => format!("{e}. Fix: {h}"),
                     None => e.to_string(),
                 };
-                io(self
-                    .status(Some(tag), Status::No, Self::code(code), text)
-                    .await)
+                self.finish(tag, Status::No, Some(code), text).await
             }
         }
     }
