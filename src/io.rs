@@ -83,6 +83,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T: AsyncRead + AsyncWrite + Unpin> Async
     }
 }
 
+/// Writes and flushes to a local client within `limit`: a client that never
+/// reads its replies cannot hold a session forever.
+pub async fn write_to_client<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    limit: std::time::Duration,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(limit, async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client does not read",
+        )),
+    }
+}
+
 /// Reads ahead while data streams in bulk. A TLS layer above asks for 4 KiB
 /// at a time (rustls), so a 16 KiB record costs four or five `recv` calls;
 /// through this, once a read comes back full, one `recv` of up to

@@ -1208,41 +1208,32 @@ fn evaluate(r: &mut Report) {
     // The idle figure's line (added while it ran) goes last.
     let earlier = std::mem::take(&mut r.targets);
     let ratio = |r: &Report, u: &str, f: &str| r.find(u, f).map(|x| (x.direct, x.via));
-    if let Some((d, v)) = ratio(
-        r,
-        "dovecot",
-        "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session",
-    ) {
-        let q = v / d;
-        let t = target_line(
+    for (figure, target, unit) in [
+        (
+            "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session",
             "Dovecot IMAP FETCH via Postern ≥ 0.9 × direct",
-            q >= 0.9,
-            format!(
-                "{q:.2} ({v:.0} vs {d:.0} MiB/s){}",
-                if q < 0.9 {
-                    format!(", missed by {:.0}%", (0.9 - q) / 0.9 * 100.0)
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        r.targets.push(t);
-    }
-    if let Some((d, v)) = ratio(r, "dovecot", "SMTP msgs/s, 10 KiB, 16 sessions") {
-        let q = v / d;
-        let t = target_line(
+            "MiB/s",
+        ),
+        (
+            "SMTP msgs/s, 10 KiB, 16 sessions",
             "Dovecot SMTP msgs/s via Postern ≥ 0.9 × direct at 16 sessions",
-            q >= 0.9,
-            format!(
-                "{q:.2} ({v:.0} vs {d:.0} msg/s){}",
-                if q < 0.9 {
-                    format!(", missed by {:.0}%", (0.9 - q) / 0.9 * 100.0)
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        r.targets.push(t);
+            "msg/s",
+        ),
+    ] {
+        if let Some((d, v)) = ratio(r, "dovecot", figure) {
+            let q = v / d;
+            let missed = if q < 0.9 {
+                format!(", missed by {:.0}%", (0.9 - q) / 0.9 * 100.0)
+            } else {
+                String::new()
+            };
+            let t = target_line(
+                target,
+                q >= 0.9,
+                format!("{q:.2} ({v:.0} vs {d:.0} {unit}){missed}"),
+            );
+            r.targets.push(t);
+        }
     }
     for u in ["dovecot", "memory"] {
         for kind in ["XOAUTH2, cached token", "app password"] {

@@ -108,18 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         let idle = self.ctx.limits.idle_timeout;
         let stream = self.stream.as_mut().expect("stream");
-        match tokio::time::timeout(idle, async {
-            stream.write_all(data).await?;
-            stream.flush().await
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client does not read",
-            )),
-        }
+        crate::io::write_to_client(stream, data, idle).await
     }
 
     async fn respond(&mut self, r: Response) -> std::io::Result<()> {

@@ -66,6 +66,34 @@ async fn reserve_full(p: &Pools, account: &str, n: u32, now: Timestamp) -> Full 
     }
 }
 
+/// `n` reserves of one unit each, all started at once; `who(i)` gives the
+/// pools and the account of the i-th.
+async fn reserve_at_once(
+    n: usize,
+    who: impl Fn(usize) -> (Arc<Pools>, &'static str),
+    now: Timestamp,
+) -> Vec<Result<Reserve, PoolError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (pools, account) = who(i);
+            tokio::spawn(async move { pools.reserve(account, 1, now).await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+/// How many of `results` reserved their unit (a store error fails the test).
+fn reserved(results: &[Result<Reserve, PoolError>]) -> usize {
+    results
+        .iter()
+        .filter(|r| matches!(r.as_ref().expect("store error"), Reserve::Reserved(_)))
+        .count()
+}
+
 async fn picked(p: &Pools, pool: &str, k: u32, exclude: &[String], now: Timestamp) -> String {
     match p.pick(pool, k, exclude, now).await.unwrap() {
         Pick::Picked(p) => p.account,
@@ -598,21 +626,8 @@ async fn fifty_tasks_against_limit_twenty() {
     let f = fixture(&[("a", "daily_limit = 20")], "");
     let pools = Arc::new(f.pools);
     let now = ts("2024-05-01T00:00:00Z");
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let pools = Arc::clone(&pools);
-        tasks.push(tokio::spawn(async move {
-            matches!(
-                pools.reserve("a", 1, now).await.unwrap(),
-                Reserve::Reserved(_)
-            )
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += usize::from(t.await.unwrap());
-    }
-    assert_eq!(ok, 20);
+    let results = reserve_at_once(50, |_| (Arc::clone(&pools), "a"), now).await;
+    assert_eq!(reserved(&results), 20);
     let s = pools.account_status("a", now).await.unwrap();
     assert_eq!((s.reserved, s.remaining), (20, 0));
 }
@@ -626,21 +641,13 @@ async fn two_connections_on_one_file_never_overshoot() {
     let one = Arc::new(Pools::new(&cfg, Store::sqlite(&path).unwrap()).unwrap());
     let two = Arc::new(Pools::new(&cfg, Store::sqlite(&path).unwrap()).unwrap());
     let now = ts("2024-05-01T00:00:00Z");
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let pools = Arc::clone(if i % 2 == 0 { &one } else { &two });
-        tasks.push(tokio::spawn(async move {
-            matches!(
-                pools.reserve("a", 1, now).await.unwrap(),
-                Reserve::Reserved(_)
-            )
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += usize::from(t.await.unwrap());
-    }
-    assert_eq!(ok, 20);
+    let results = reserve_at_once(
+        40,
+        |i| (Arc::clone(if i % 2 == 0 { &one } else { &two }), "a"),
+        now,
+    )
+    .await;
+    assert_eq!(reserved(&results), 20);
 }
 
 #[tokio::test]
@@ -911,19 +918,13 @@ async fn a_failing_operation_does_not_spoil_its_batch() {
     .unwrap();
     let now = ts("2024-05-01T00:00:00Z");
     let pools = Arc::new(f.pools);
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let pools = Arc::clone(&pools);
-        let account = if i == 20 { "bad" } else { "a" };
-        tasks.push(tokio::spawn(async move {
-            pools.reserve(account, 1, now).await.is_ok()
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += usize::from(t.await.unwrap());
-    }
-    assert_eq!(ok, 39);
+    let results = reserve_at_once(
+        40,
+        |i| (Arc::clone(&pools), if i == 20 { "bad" } else { "a" }),
+        now,
+    )
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 39);
     assert_eq!(fresh_count(&db, "a", 0), (0, 39));
     assert_eq!(fresh_count(&db, "bad", 0), (0, 0));
     let s = pools.account_status("a", now).await.unwrap();

@@ -125,21 +125,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(());
         }
         let idle = self.ctx.limits.idle_timeout;
-        let buf = std::mem::take(&mut self.wbuf);
-        let stream = self.stream();
-        // A client that never reads its replies cannot hold us forever.
-        match tokio::time::timeout(idle, async {
-            stream.write_all(&buf).await?;
-            stream.flush().await
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client does not read",
-            )),
-        }
+        let mut buf = std::mem::take(&mut self.wbuf);
+        let written = crate::io::write_to_client(self.stream(), &buf, idle).await;
+        // Keep the buffer's capacity for the next replies.
+        buf.clear();
+        self.wbuf = buf;
+        written
     }
 
     /// Read more bytes into `rbuf`, bounded by the idle timeout and by
