@@ -60,6 +60,9 @@ fn usage() -> &'static str {
 #[derive(Clone)]
 struct Settings {
     quick: bool,
+    /// Started by `cargo test`: a tiny run whose report is checked for
+    /// every figure (never for values).
+    smoke: bool,
     upstreams: Vec<String>,
     only: BTreeSet<String>,
     idle: Option<usize>,
@@ -76,15 +79,9 @@ struct Settings {
 
 fn parse_args() -> anyhow::Result<Option<Settings>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --all-targets` runs bench targets without `--bench`.
-        println!(
-            "proxy benchmark: not run (start it with `cargo bench --bench proxy` or benches/run)"
-        );
-        return Ok(None);
-    }
     let mut s = Settings {
         quick: false,
+        smoke: false,
         upstreams: vec!["dovecot".into(), "memory".into()],
         only: ["smtp", "fetch", "login"]
             .iter()
@@ -101,6 +98,22 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         postern_log: "info".into(),
         out: None,
     };
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets without `--bench`:
+        // a smoke run against the in-process upstream (no peers needed), in
+        // short windows, to prove the benchmark works; `main` checks that
+        // its report holds every figure.
+        println!("proxy benchmark: smoke run (the real one: `benches/run`)");
+        s.smoke = true;
+        s.upstreams = vec!["memory".into()];
+        s.sessions = vec![2];
+        s.warm = Duration::from_millis(100);
+        s.secs = Duration::from_millis(300);
+        s.rounds = 2;
+        s.logins = 3;
+        s.login_warm = 1;
+        return Ok(Some(s));
+    }
     let mut secs = None;
     let mut rounds = None;
     let mut logins = None;
@@ -1405,7 +1418,7 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
     let load1 = procfs::loadavg();
     let quiet = load0.0 <= 0.5;
     let header = format!(
-        "## Postern proxy benchmark\n\nmachine: {cores} cores ({}); load average at start {:.2} {:.2} {:.2}{}, at end {:.2}; fsync of a 4 KiB write in the temp dir p50 {:.2} ms, p99 {:.2} ms\npostern: {} (release); commit {}\nsettings: {}SMTP {} s per figure and path in {} alternating rounds (ABBA; warm-up {} s, then {} s before later rounds), {} KiB messages, sessions {:?}; FETCH {} session(s) × {} s, rounds likewise; {} timed logins per path and kind{}\nduration: {:.0} s\n",
+        "## Postern proxy benchmark\n\nmachine: {cores} cores ({}); load average at start {:.2} {:.2} {:.2}{}, at end {:.2}; fsync of a 4 KiB write in the temp dir p50 {:.2} ms, p99 {:.2} ms\npostern: {} ({}); commit {}\nsettings: {}SMTP {} s per figure and path in {} alternating rounds (ABBA; warm-up {} s, then {} s before later rounds), {} KiB messages, sessions {:?}; FETCH {} session(s) × {} s, rounds likewise; {} timed logins per path and kind{}\nduration: {:.0} s\n",
         procfs::cpu_model(),
         load0.0,
         load0.1,
@@ -1415,6 +1428,11 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         fsync.0,
         fsync.1,
         postern::bin(),
+        if s.smoke {
+            "debug build, smoke run under `cargo test`: the figures mean nothing"
+        } else {
+            "release"
+        },
         git_describe(),
         if s.quick { "--quick; " } else { "" },
         s.secs.as_secs_f64(),
@@ -1430,6 +1448,32 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         begun.elapsed().as_secs_f64()
     );
     Ok(r.render(&header))
+}
+
+/// The smoke run's report has a direct and a via figure for everything.
+fn check_smoke_report(report: &str) -> anyhow::Result<()> {
+    for figure in [
+        "SMTP msgs/s, 10 KiB, 2 sessions",
+        "SMTP end-of-DATA→250 p50 ms, 2 sessions",
+        "CPU µs/msg: client (direct) vs Postern (via), 2 sessions",
+        "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session",
+        "CPU ms/MiB: client (direct) vs Postern (via), FETCH",
+        "IMAP login p50 ms (app password)",
+        "IMAP login p50 ms (XOAUTH2, cached token)",
+    ] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| memory | {figure} |")))
+            .with_context(|| format!("smoke run: no row {figure:?}"))?;
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for (path, cell) in [("direct", cells[3]), ("via", cells[4])] {
+            match cell.parse::<f64>() {
+                Ok(x) if x > 0.0 => {}
+                _ => bail!("smoke run: {figure} has no {path} figure ({cell:?})"),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -1453,8 +1497,12 @@ fn main() -> anyhow::Result<()> {
     let out = s.out.clone();
     let handle = upstream_rt.handle().clone();
     // The orchestration itself runs as a task on the client runtime.
+    let smoke = s.smoke;
     let report = client_rt.block_on(async move { tokio::spawn(run(s, handle)).await? })?;
     println!("{report}");
+    if smoke {
+        check_smoke_report(&report)?;
+    }
     if let Some(path) = out {
         std::fs::write(&path, &report).with_context(|| format!("{}", path.display()))?;
     }
