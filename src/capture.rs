@@ -27,10 +27,15 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Make sure `dir/{tmp,new,cur}` exist.
+    /// Make sure `dir/{tmp,new,cur}` exist, and remove what a crash left in
+    /// `tmp/` (see [`Capture::clean_tmp`]).
     pub fn open(dir: &Path) -> std::io::Result<Capture> {
         for sub in ["tmp", "new", "cur"] {
             std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let removed = Self::clean_tmp(&dir.join("tmp"));
+        if removed > 0 {
+            tracing::info!(dir = %dir.display(), removed, "removed unfinished captures left by a crash");
         }
         Ok(Capture {
             dir: dir.to_owned(),
@@ -40,6 +45,31 @@ impl Capture {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes files in `tmp/` that no one is writing any more: written by
+    /// a Postern process that is gone (the `P<pid>` in the name), or older
+    /// than 36 hours (the Maildir rule). A message in `tmp/` was never
+    /// acknowledged, so nothing accepted is lost. Returns how many went.
+    pub fn clean_tmp(tmp: &Path) -> usize {
+        const MAILDIR_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+        let Ok(entries) = std::fs::read_dir(tmp) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > MAILDIR_TMP_AGE);
+            if (old || !writer_alive(&name)) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Store one message; returns its file name (the id given to the client).
@@ -93,6 +123,21 @@ impl Capture {
         .await
         .map_err(std::io::Error::other)??;
         Ok(id)
+    }
+}
+
+/// Whether the process that names itself in a capture file name
+/// (`…P<pid>Q…`) may still be writing it: this one, or one alive.
+fn writer_alive(name: &str) -> bool {
+    let pid = name
+        .split_once('P')
+        .and_then(|(_, rest)| rest.split_once('Q'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok());
+    match pid {
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+        // Not a name Postern writes: leave it to the 36-hour rule.
+        None => true,
     }
 }
 

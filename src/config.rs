@@ -176,6 +176,9 @@ pub struct Ramp {
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
+    /// `enabled = false`: kept in the file but not used (its secrets are
+    /// not needed, pools skip it, users cannot send or read through it).
+    pub enabled: bool,
     pub provider: Option<&'static providers::Preset>,
     pub email: String,
     pub smtp: Option<Service>,
@@ -236,6 +239,9 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     /// Connect, greeting and per-command timeout towards upstream servers.
     pub upstream_timeout: Duration,
+    /// How long the upstream may take to answer the end of a message (its
+    /// final reply after DATA or BDAT LAST).
+    pub upstream_data_timeout: Duration,
     /// How long an idle authenticated upstream connection is kept for reuse.
     pub upstream_keepalive: Duration,
     /// Authenticated upstream connections kept warm per account.
@@ -256,6 +262,9 @@ impl Default for Limits {
             auth_backoff_max: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(30),
+            // RFC 5321 4.5.3.2.6: a client waits 10 minutes for the reply to
+            // the final dot.
+            upstream_data_timeout: Duration::from_secs(10 * 60),
             upstream_keepalive: Duration::from_secs(60),
             upstream_pool: 16,
         }
@@ -333,6 +342,7 @@ struct RawEndpoint {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccount {
+    enabled: Option<bool>,
     provider: Option<String>,
     email: String,
     username: Option<String>,
@@ -385,6 +395,8 @@ struct RawLimits {
     shutdown_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     upstream_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    upstream_data_timeout: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     upstream_keepalive: Option<Duration>,
     upstream_pool: Option<usize>,
@@ -673,6 +685,12 @@ impl Config {
                 }
                 d.upstream_timeout = v;
             }
+            if let Some(v) = l.upstream_data_timeout {
+                if v.is_zero() {
+                    return Err(c.err("limits.upstream_data_timeout", "must be more than 0"));
+                }
+                d.upstream_data_timeout = v;
+            }
             if let Some(v) = l.upstream_pool {
                 d.upstream_pool = v;
             }
@@ -781,7 +799,12 @@ impl Config {
         }
         for a in self.accounts.values() {
             let preset = a.provider.map(|p| p.name).unwrap_or("custom");
-            let _ = writeln!(w, "  {} <{}> preset={preset}", a.name, a.email);
+            let off = if a.enabled {
+                ""
+            } else {
+                " (disabled: enabled = false)"
+            };
+            let _ = writeln!(w, "  {} <{}> preset={preset}{off}", a.name, a.email);
             for (proto, svc) in [("smtp", &a.smtp), ("imap", &a.imap)] {
                 if let Some(svc) = svc {
                     let alt = svc
@@ -1088,6 +1111,7 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     }
     Ok(Account {
         name: name.to_owned(),
+        enabled: a.enabled.unwrap_or(true),
         provider: preset,
         email,
         smtp,

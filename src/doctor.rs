@@ -207,6 +207,7 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
                 UpstreamError::Tls { .. }
                 | UpstreamError::NoStartTls { .. }
                 | UpstreamError::NoGreeting { .. } => "TLS",
+                UpstreamError::Timeout { stage, .. } if *stage == "the TLS handshake" => "TLS",
                 _ => "greeting",
             };
             out.step(false, what, &e.to_string());

@@ -63,6 +63,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Operate on the quota store.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuotaCmd {
+    /// Accept that the shared (Redis) quota store lost its counters, so
+    /// sending resumes: the counts it lost are not restored.
+    AcceptReset,
 }
 
 fn main() -> ExitCode {
@@ -70,10 +82,24 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("postern: {e:#}");
+            eprintln!("postern: {}", chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes, each cause said once: many errors repeat their
+/// source in their own text (`cannot listen on …: Address already in use`).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -124,6 +150,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::CheckConfig => {
             let config = load(&cli)?;
             print!("{}", config.describe());
+            let missing = postern::auth::credentials::missing_secrets(&config);
+            if !missing.is_empty() {
+                println!();
+                for m in &missing {
+                    println!("MISSING SECRET {m}");
+                }
+                bail!(
+                    "{}: {} secret(s) missing; set them, or mark the account enabled = false",
+                    config.file.display(),
+                    missing.len()
+                );
+            }
             println!("\nconfig OK");
             Ok(ExitCode::SUCCESS)
         }
@@ -180,6 +218,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 humantime::format_rfc3339_seconds(done.valid_until)
             );
             println!("A running `postern run` uses it at the next login; no restart needed.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Quota {
+            command: QuotaCmd::AcceptReset,
+        } => {
+            let config = load(&cli)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let said = rt.block_on(async {
+                let store = postern::pool::Store::open(&config)
+                    .await
+                    .context("opening the quota store")?;
+                anyhow::Ok(store.accept_reset().await?)
+            })?;
+            println!("{said}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { json } => {

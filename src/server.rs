@@ -45,6 +45,8 @@ pub enum ServerError {
     Pool(#[from] crate::pool::PoolError),
     #[error(transparent)]
     OAuth(#[from] crate::auth::oauth::OAuthError),
+    #[error("secrets missing (set them, or mark the account enabled = false):\n  {}", .0.join("\n  "))]
+    Secrets(Vec<String>),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -143,6 +145,10 @@ impl Server {
     /// Bind every listener and prepare shared state. Fails before anything
     /// runs when an address is taken or a certificate is missing.
     pub async fn bind(config: &Config, shutdown: CancellationToken) -> Result<Server, ServerError> {
+        let missing = crate::auth::credentials::missing_secrets(config);
+        if !missing.is_empty() {
+            return Err(ServerError::Secrets(missing));
+        }
         // Captured mail, the TLS key and the token store live here: a data_dir
         // that Postern creates is private to its user (an existing one keeps
         // the mode it has).

@@ -55,13 +55,19 @@ pub enum UpstreamError {
     },
     #[error("upstream could not check the login of account {account} right now: {detail}")]
     AuthTemporary { account: String, detail: String },
+    /// The server refuses one more simultaneous connection (`421 4.7.0
+    /// Maximum number of connections …`, `432 4.3.2 Concurrent connections
+    /// limit exceeded`): a signal about the connection count, not a fault of
+    /// the mailbox.
+    #[error("{target} refuses more simultaneous connections: {detail}")]
+    TooManyConnections { target: String, detail: String },
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error("{target} broke the protocol: {what}")]
     Protocol { target: String, what: String },
     #[error("connection to {target} lost: {reason}")]
     Io { target: String, reason: String },
-    #[error("{target} did not answer {stage} within {secs} s")]
+    #[error("{target} timed out: no answer to {stage} within {secs} s")]
     Timeout {
         target: String,
         stage: &'static str,
@@ -135,6 +141,13 @@ impl UpstreamError {
                 }
             }
             UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
+            UpstreamError::TooManyConnections { .. } => "the provider caps simultaneous connections per mailbox; lower the number of programs sending at once through this account, or try again shortly".into(),
+            UpstreamError::Timeout { stage, .. } if *stage == "the end of the message" => {
+                "the server took the whole message but did not confirm it in time (upstream_data_timeout); it may have been delivered anyway, so a retry can duplicate it".into()
+            }
+            UpstreamError::Timeout { target, .. } => format!(
+                "{target} accepted the connection but stopped answering (frozen or overloaded); try again later, or raise upstream_timeout"
+            ),
             // Token errors already say what to do ("needs consent: run …").
             UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => {
                 "the OAuth token endpoint did not answer; Postern retries it — try again shortly".into()
@@ -155,6 +168,7 @@ impl UpstreamError {
             }
             UpstreamError::Credential(_) => Verdict::Auth,
             UpstreamError::AuthTemporary { .. } => Verdict::Throttled,
+            UpstreamError::TooManyConnections { .. } => Verdict::TooManyConnections,
             _ => Verdict::Transient,
         }
     }
@@ -175,9 +189,25 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::ConnectTimeout { .. }
             | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
+            UpstreamError::TooManyConnections { .. } => Reply::new(451, "4.4.5", text),
             _ => Reply::new(451, "4.4.2", text),
         }
     }
+}
+
+/// Whether a server's words say it refuses one more simultaneous connection
+/// (Dovecot: "Maximum number of connections from user+IP exceeded";
+/// Microsoft 365: "432 4.3.2 Concurrent connections limit exceeded" and
+/// "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"; Gmail IMAP:
+/// "Too many simultaneous connections").
+pub fn says_too_many_connections(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("sender thread limit")
+        || t.contains("connection")
+            && (t.contains("too many")
+                || t.contains("maximum")
+                || t.contains("limit")
+                || t.contains("exceeded"))
 }
 
 /// Read more bytes from an upstream into `buf` before `deadline`.
@@ -321,10 +351,13 @@ where
             reason: e.to_string(),
             tls: endpoint.tls,
         }),
-        Err(_) => Err(UpstreamError::Tls {
+        // Mail servers speak first, so a STARTTLS port answers a ClientHello
+        // at once (with plaintext: "corrupt message"); silence means the
+        // server is frozen or overloaded.
+        Err(_) => Err(UpstreamError::Timeout {
             target,
-            reason: "handshake timed out (the server may expect plaintext first: STARTTLS)".into(),
-            tls: endpoint.tls,
+            stage: "the TLS handshake",
+            secs: timeout.as_secs().max(1),
         }),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::oauth::TokenManager;
 use crate::auth::token::{TokenError, TokenSource};
-use crate::config::{Account, AuthMethod, PasswordSource};
+use crate::config::{Account, AuthMethod, Config, PasswordSource};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ impl Credential {
     /// (no `token_command`) get their source from the token manager; None
     /// without one.
     pub fn for_account(a: &Account, tokens: Option<&Arc<TokenManager>>) -> Option<Credential> {
+        if !a.enabled {
+            return None;
+        }
         match a.auth {
             AuthMethod::Password => a.password.clone().map(Credential::Password),
             AuthMethod::Oauth2 => match a.token_command.as_deref() {
@@ -78,4 +81,42 @@ impl Credential {
         }
         Ok(Secret::new(pw))
     }
+}
+
+/// Every secret an enabled account needs, read once now: a line per one
+/// that is missing, empty or unreadable, naming the account and the key
+/// (for `check-config` and the start of `run`, so a missing secret is found
+/// before the first send and not by parking a mailbox).
+pub fn missing_secrets(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in config.accounts.values().filter(|a| a.enabled) {
+        let key = format!("accounts.{}", a.name);
+        match (a.auth, &a.password) {
+            (AuthMethod::Password, Some(src)) => {
+                if let Err(e) = Credential::password(&a.name, src) {
+                    let field = match src {
+                        PasswordSource::Env(_) => "password_env",
+                        PasswordSource::File(_) => "password_file",
+                    };
+                    out.push(format!("{key}.{field}: {e}"));
+                }
+            }
+            (AuthMethod::Oauth2, _) if a.token_command.is_none() => {
+                let secret = crate::auth::oauth::OAuthSettings::resolve(a)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.client_secret().map_err(|e| e.to_string()));
+                if let Err(e) = secret {
+                    let o = a.oauth.as_ref();
+                    let field = if o.is_some_and(|o| o.client_secret_file.is_some()) {
+                        "oauth.client_secret_file"
+                    } else {
+                        "oauth.client_secret_env"
+                    };
+                    out.push(format!("{key}.{field}: {e}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }

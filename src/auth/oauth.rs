@@ -248,7 +248,7 @@ impl OAuthSettings {
     }
 
     /// The client secret, read now; None for a public client.
-    fn client_secret(&self) -> Result<Option<Secret>, TokenError> {
+    pub fn client_secret(&self) -> Result<Option<Secret>, TokenError> {
         let rejected = |reason: String| TokenError::Rejected {
             account: self.account.clone(),
             reason,
@@ -598,7 +598,7 @@ impl TokenManager {
         let builtin: Vec<&Account> = config
             .accounts
             .values()
-            .filter(|a| uses_builtin(a))
+            .filter(|a| a.enabled && uses_builtin(a))
             .collect();
         if builtin.is_empty() {
             return Ok(None);

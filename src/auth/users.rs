@@ -36,11 +36,18 @@ pub enum LoginError {
 }
 
 /// Failure bookkeeping for one user name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Failures {
     count: u32,
-    last: Instant,
+    last: Option<Instant>,
 }
+
+/// The per-user gate: every password check of one user name that the cache
+/// cannot answer goes through it, one at a time, and each waits until the
+/// back-off of the failures so far has run out. So however many connections
+/// guess at once, a user name gets one check per back-off step, as over one
+/// connection.
+type Gate = Arc<tokio::sync::Mutex<Failures>>;
 
 /// Key under which failures for user names that do not exist are counted, so
 /// guessing names cannot grow the map.
@@ -50,7 +57,7 @@ pub struct Users {
     users: BTreeMap<String, Arc<User>>,
     key: [u8; 32],
     cache: DashMap<String, [u8; 32]>,
-    failures: DashMap<String, Failures>,
+    failures: DashMap<String, Gate>,
     argon_slots: Semaphore,
     /// argon2 work areas, one per slot, reused: without them every check
     /// allocates ~19 MiB afresh and the allocator keeps freed blocks resident.
@@ -95,29 +102,38 @@ impl Users {
     /// Check a local login. A failure returns only after the failure delay,
     /// which doubles with each further failure for the same user name (up to
     /// `auth_backoff_max`) and resets after a success.
+    ///
+    /// A credential the cache knows is answered at once. Every other check
+    /// waits for the user name's [`Gate`]: checks of one name run one at a
+    /// time, the next only once the back-off of the last failure has passed,
+    /// so many connections guessing together get no more answers than one.
     pub async fn verify(&self, name: &str, password: &Secret) -> Result<Arc<User>, LoginError> {
+        if let Some(user) = self.cached(name, password) {
+            return Ok(user);
+        }
         let key = if self.users.contains_key(name) {
             name
         } else {
             UNKNOWN_USER
         };
-        // A user in back-off waits before the check too, so guessing over many
-        // connections at once is as slow as guessing over one.
-        let wait = self.failures.get(key).and_then(|f| {
-            let ready = f.last + self.delay_for(f.count);
-            ready.checked_duration_since(Instant::now())
-        });
-        if let Some(w) = wait {
-            tokio::time::sleep(w).await;
+        let gate = self.failures.entry(key.to_owned()).or_default().clone();
+        let mut failures = gate.lock().await;
+        if let Some(ready) = failures.last.map(|t| t + self.delay_for(failures.count)) {
+            tokio::time::sleep_until(ready.into()).await;
         }
-        let result = self.check(name, password).await;
+        // Another waiter may have logged this credential in meanwhile.
+        let result = match self.cached(name, password) {
+            Some(user) => Ok(user),
+            None => self.check(name, password).await,
+        };
         match result {
             Ok(user) => {
-                self.failures.remove(key);
+                *failures = Failures::default();
                 Ok(user)
             }
             Err(e) => {
-                let delay = self.record_failure(key);
+                let delay = self.record_failure(&mut failures);
+                drop(failures);
                 tracing::info!(user = %crate::smtp::codec::sanitize(name, 64), delay_ms = delay.as_millis() as u64, "local login failed");
                 tokio::time::sleep(delay).await;
                 Err(e)
@@ -125,16 +141,18 @@ impl Users {
         }
     }
 
+    /// The user, when the cache knows this credential (microseconds).
+    fn cached(&self, name: &str, password: &Secret) -> Option<Arc<User>> {
+        let user = self.users.get(name)?;
+        let known = self.cache.get(name)?;
+        constant_time_eq(&known, &self.mac(name, password)).then(|| user.clone())
+    }
+
     async fn check(&self, name: &str, password: &Secret) -> Result<Arc<User>, LoginError> {
         let Some(user) = self.users.get(name) else {
             return Err(LoginError::Invalid);
         };
         let mac = self.mac(name, password);
-        if let Some(known) = self.cache.get(name) {
-            if constant_time_eq(&known, &mac) {
-                return Ok(user.clone());
-            }
-        }
         let _slot = self
             .argon_slots
             .acquire()
@@ -164,20 +182,19 @@ impl Users {
         }
     }
 
-    fn record_failure(&self, key: &str) -> Duration {
+    /// Counts one more failure; returns the delay before it is answered.
+    fn record_failure(&self, f: &mut Failures) -> Duration {
         let now = Instant::now();
-        let mut entry = self.failures.entry(key.to_owned()).or_insert(Failures {
-            count: 0,
-            last: now,
-        });
         // Forget old failures: after a quiet spell as long as the longest
         // back-off, a user starts again from the base delay.
-        if now.duration_since(entry.last) > self.backoff_max.max(Duration::from_secs(60)) {
-            entry.count = 0;
+        if f.last.is_some_and(|last| {
+            now.duration_since(last) > self.backoff_max.max(Duration::from_secs(60))
+        }) {
+            f.count = 0;
         }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        self.delay_for(entry.count)
+        f.count = f.count.saturating_add(1);
+        f.last = Some(now);
+        self.delay_for(f.count)
     }
 
     /// The delay after the `count`th failure in a row.
@@ -302,12 +319,13 @@ mod tests {
             ..Limits::default()
         };
         let u = users(&limits);
+        let mut app = Failures::default();
         let d: Vec<u128> = (0..5)
-            .map(|_| u.record_failure("app").as_millis())
+            .map(|_| u.record_failure(&mut app).as_millis())
             .collect();
         assert_eq!(d, vec![100, 200, 400, 500, 500]);
         // Another user is not affected.
-        assert_eq!(u.record_failure("other").as_millis(), 100);
+        assert_eq!(u.record_failure(&mut Failures::default()).as_millis(), 100);
     }
 
     #[test]

@@ -33,6 +33,11 @@ const RESPONSE_LIMITS: Limits = Limits {
     max_frame: 512 * 1024,
 };
 
+/// Responses one pre-login command may draw before its tagged reply (a
+/// server answering LOGIN with endless `* 1 EXISTS` or `+` lines is cut
+/// off here, if its deadline has not cut it off already).
+const MAX_RESPONSES: usize = 256;
+
 /// Where and how to reach one account's IMAP server.
 #[derive(Debug, Clone)]
 pub struct ImapAccount {
@@ -131,7 +136,7 @@ impl ImapUpstream {
             next_tag: 1,
             preauth: false,
         };
-        let greeting = match up.read_frame("the greeting").await {
+        let greeting = match up.read_frame("the greeting", up.deadline()).await {
             Ok(f) => f,
             Err(UpstreamError::Timeout { .. }) => {
                 return Err(UpstreamError::NoGreeting {
@@ -147,6 +152,12 @@ impl ImapUpstream {
             what: format!("bad greeting: {e}"),
         })?;
         match greeting.status {
+            Status::Bye if crate::upstream::says_too_many_connections(&greeting.text) => {
+                return Err(UpstreamError::TooManyConnections {
+                    target,
+                    detail: format!("* BYE {}", greeting.text),
+                })
+            }
             Status::Bye => {
                 return Err(UpstreamError::Greeting {
                     target,
@@ -172,12 +183,16 @@ impl ImapUpstream {
                 return Err(UpstreamError::NoStartTls { target });
             }
             let tag = up.tag();
-            up.send(&Command {
-                tag: tag.clone(),
-                kind: CommandKind::StartTls,
-            })
+            let deadline = up.deadline();
+            up.send(
+                &Command {
+                    tag: tag.clone(),
+                    kind: CommandKind::StartTls,
+                },
+                deadline,
+            )
             .await?;
-            let done = up.tagged(&tag, "STARTTLS").await?;
+            let done = up.tagged(&tag, "STARTTLS", deadline).await?;
             if done.status != Status::Ok {
                 return Err(UpstreamError::NoStartTls { target });
             }
@@ -200,6 +215,13 @@ impl ImapUpstream {
         Ok(up)
     }
 
+    /// When a command started now must be complete: every upstream command
+    /// (with its literals, continuations and untagged responses) gets
+    /// `upstream_timeout` in all, however the server trickles its answer.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.timeout
+    }
+
     fn tag(&mut self) -> Tag {
         let t = Tag::new(&format!("P{}", self.next_tag)).expect("valid tag");
         self.next_tag += 1;
@@ -212,7 +234,11 @@ impl ImapUpstream {
     }
 
     /// Send a command, waiting for `+` between literal parts.
-    async fn send(&mut self, cmd: &Command) -> Result<(), UpstreamError> {
+    async fn send(
+        &mut self,
+        cmd: &Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), UpstreamError> {
         let parts = codec::encode_command(cmd, LiteralSupport::from_capabilities(&self.caps))
             .map_err(|e| UpstreamError::Protocol {
                 target: self.target.clone(),
@@ -222,7 +248,7 @@ impl ImapUpstream {
             if i > 0 {
                 // Wait for the continuation before a synchronising literal.
                 loop {
-                    let f = self.read_frame("a literal continuation").await?;
+                    let f = self.read_frame("a literal continuation", deadline).await?;
                     match codec::parse_response(&f) {
                         Ok(Response::Continue(_)) => break,
                         Ok(Response::Status(s)) if s.tag.is_some() => {
@@ -243,8 +269,13 @@ impl ImapUpstream {
         Ok(())
     }
 
-    async fn read_frame(&mut self, stage: &'static str) -> Result<Vec<u8>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+    /// The next response frame, before `deadline` (the command's, not the
+    /// read's: see [`ImapUpstream::deadline`]).
+    async fn read_frame(
+        &mut self,
+        stage: &'static str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, UpstreamError> {
         loop {
             match self.framer.decode(&mut self.rbuf) {
                 Ok(Decoded::Frame(f)) => return Ok(f.as_bytes().to_vec()),
@@ -269,14 +300,16 @@ impl ImapUpstream {
         }
     }
 
-    /// Read until the tagged response for `tag`, noting CAPABILITY on the way.
+    /// Read until the tagged response for `tag`, noting CAPABILITY on the
+    /// way; all of it before `deadline`.
     async fn tagged(
         &mut self,
         tag: &Tag,
         stage: &'static str,
+        deadline: tokio::time::Instant,
     ) -> Result<StatusResponse, UpstreamError> {
-        loop {
-            let f = self.read_frame(stage).await?;
+        for _ in 0..MAX_RESPONSES {
+            let f = self.read_frame(stage, deadline).await?;
             match codec::parse_response(&f) {
                 Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
                 Ok(Response::Status(s)) if s.tag.is_none() && s.status == Status::Bye => {
@@ -292,16 +325,21 @@ impl ImapUpstream {
                 }
             }
         }
+        Err(self.too_many_responses(stage))
     }
 
     async fn capability(&mut self) -> Result<(), UpstreamError> {
         let tag = self.tag();
-        self.send(&Command {
-            tag: tag.clone(),
-            kind: CommandKind::Capability,
-        })
+        let deadline = self.deadline();
+        self.send(
+            &Command {
+                tag: tag.clone(),
+                kind: CommandKind::Capability,
+            },
+            deadline,
+        )
         .await?;
-        let done = self.tagged(&tag, "CAPABILITY").await?;
+        let done = self.tagged(&tag, "CAPABILITY", deadline).await?;
         if done.status != Status::Ok {
             return Err(UpstreamError::Protocol {
                 target: self.target.clone(),
@@ -309,6 +347,13 @@ impl ImapUpstream {
             });
         }
         Ok(())
+    }
+
+    fn too_many_responses(&self, stage: &str) -> UpstreamError {
+        UpstreamError::Protocol {
+            target: self.target.clone(),
+            what: format!("more than {MAX_RESPONSES} responses to {stage} without completing it"),
+        }
     }
 
     fn offers(&self, m: Mechanism) -> bool {
@@ -336,15 +381,19 @@ impl ImapUpstream {
                 let pw = Credential::password(&cfg.account, src)
                     .map_err(|e| LoginFailure::Error(e.into()))?;
                 if !codec::has_capability(&self.caps, "LOGINDISABLED") {
-                    self.send(&Command {
-                        tag: tag.clone(),
-                        kind: CommandKind::Login {
-                            user: cfg.username.clone(),
-                            password: pw,
+                    let deadline = self.deadline();
+                    self.send(
+                        &Command {
+                            tag: tag.clone(),
+                            kind: CommandKind::Login {
+                                user: cfg.username.clone(),
+                                password: pw,
+                            },
                         },
-                    })
+                        deadline,
+                    )
                     .await?;
-                    self.tagged(&tag, "LOGIN").await?
+                    self.tagged(&tag, "LOGIN", deadline).await?
                 } else if self.offers(Mechanism::Plain) {
                     let raw = sasl::plain_encode("", &cfg.username, &pw);
                     self.authenticate(&tag, Mechanism::Plain, &raw).await?
@@ -398,6 +447,12 @@ impl ImapUpstream {
             Status::No => {
                 let unavailable = matches!(&done.code, Some(Code::Other { name, .. }) if name.eq_ignore_ascii_case("UNAVAILABLE"));
                 let detail = format!("NO {}", done.text);
+                if crate::upstream::says_too_many_connections(&done.text) {
+                    return Err(LoginFailure::Error(UpstreamError::TooManyConnections {
+                        target: self.target.clone(),
+                        detail,
+                    }));
+                }
                 if unavailable {
                     return Err(LoginFailure::Error(UpstreamError::AuthTemporary {
                         account: cfg.account.clone(),
@@ -436,21 +491,36 @@ impl ImapUpstream {
         } else {
             b64.clone()
         };
-        self.send(&Command {
-            tag: tag.clone(),
-            kind: CommandKind::Authenticate {
-                mechanism: mech.as_str().to_owned(),
-                initial: ir.then(|| Secret::new(b64_ir.clone())),
+        let deadline = self.deadline();
+        self.send(
+            &Command {
+                tag: tag.clone(),
+                kind: CommandKind::Authenticate {
+                    mechanism: mech.as_str().to_owned(),
+                    initial: ir.then(|| Secret::new(b64_ir.clone())),
+                },
             },
-        })
+            deadline,
+        )
         .await?;
         let mut sent_payload = ir;
-        loop {
-            let f = self.read_frame("AUTHENTICATE").await?;
+        // The payload (without SASL-IR) and the acknowledgement of an error
+        // challenge: a server that asks for more is not speaking PLAIN,
+        // XOAUTH2 or OAUTHBEARER.
+        let mut continuations = 0;
+        for _ in 0..MAX_RESPONSES {
+            let f = self.read_frame("AUTHENTICATE", deadline).await?;
             match codec::parse_response(&f) {
                 Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
                 Ok(Response::Capability(c)) => self.caps = c,
+                Ok(Response::Continue(_)) if continuations == 2 => {
+                    return Err(UpstreamError::Protocol {
+                        target: self.target.clone(),
+                        what: "AUTHENTICATE: the server keeps asking for more (a third continuation request)".into(),
+                    })
+                }
                 Ok(Response::Continue(text)) => {
+                    continuations += 1;
                     let answer = if !sent_payload {
                         sent_payload = true;
                         AuthResponse::Data(Secret::new(b64_ir.clone()))
@@ -479,6 +549,7 @@ impl ImapUpstream {
                 Err(e) => debug!(error = %e, "unparsed upstream response ignored"),
             }
         }
+        Err(self.too_many_responses("AUTHENTICATE"))
     }
 
     /// Connect and log in, retrying once with a new token when the server

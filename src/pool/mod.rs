@@ -102,6 +102,13 @@ pub enum PoolError {
     Store(#[from] StoreError),
 }
 
+impl PoolError {
+    /// Whether the store lost its state ([`StoreError::Lost`]).
+    pub fn is_store_lost(&self) -> bool {
+        matches!(self, PoolError::Store(e) if e.is_lost())
+    }
+}
+
 /// One account's limits, resolved from the config (time zone looked up).
 #[derive(Debug, Clone)]
 pub struct Quota {
@@ -144,6 +151,13 @@ impl Quota {
             jitter: account.jitter.unwrap_or_default(),
             ramp: account.ramp,
         })
+    }
+
+    /// Whether sends from this mailbox are spaced out (`min_interval` or
+    /// `jitter`). Without pacing a pick never waits for another session's
+    /// pick: the pacing slot is neither checked nor claimed.
+    pub fn paced(&self) -> bool {
+        !self.min_interval.is_zero() || !self.jitter.is_zero()
     }
 
     /// The effective limit given what the store recorded.
@@ -303,6 +317,10 @@ pub struct AccountStatus {
     /// Units in the window reserved and not committed (in flight, or left by
     /// a crash: they count).
     pub reserved: u32,
+    /// Of those, the ones older than an hour: no transaction lives that
+    /// long, so they were left by a crash (the message may or may not have
+    /// gone out). They keep counting until they leave the window.
+    pub stale: u32,
     pub limit: Limit,
     /// `daily_limit` or the preset's (`None`: none).
     pub configured_limit: Option<u32>,
@@ -342,6 +360,8 @@ pub struct PoolStatus {
 pub struct Status {
     pub at: Timestamp,
     pub store: String,
+    /// Why the store is not trusted (it lost its state), while it is not.
+    pub store_lost: Option<String>,
     pub pools: Vec<PoolStatus>,
     /// Every configured account (pooled or not), in name order.
     pub accounts: Vec<AccountStatus>,
@@ -355,6 +375,12 @@ impl fmt::Display for Status {
             None => "-".to_owned(),
         };
         writeln!(f, "quota store: {} (at {:.0})", self.store, self.at)?;
+        if let Some(why) = &self.store_lost {
+            writeln!(
+                f,
+                "  LOST ITS STATE: {why}\n  sends counted through it are refused (451 4.3.0); once Redis keeps its data (appendonly yes), accept the reset with `postern quota accept-reset`"
+            )?;
+        }
         for p in &self.pools {
             writeln!(
                 f,
@@ -382,6 +408,13 @@ impl fmt::Display for Status {
                 s => write!(f, " [{}]", source_word(&s))?,
             }
             writeln!(f)?;
+            if a.stale > 0 {
+                writeln!(
+                    f,
+                    "  {} of the reserved are stale: left by a crash or a lost store connection (they may have been sent); they count until they leave the window",
+                    a.stale
+                )?;
+            }
             if a.next_free_at.is_some() {
                 writeln!(f, "  next unit frees at {}", t(&a.next_free_at))?;
             }
@@ -466,6 +499,9 @@ impl Pools {
             for a in &p.accounts {
                 if !quotas.contains_key(a) {
                     return Err(PoolError::UnknownAccount(a.clone()));
+                }
+                if !config.accounts[a].enabled {
+                    continue;
                 }
                 members.push(Member {
                     account: a.clone(),
@@ -567,7 +603,8 @@ impl Pools {
             let m = &rot.members[i];
             let quota = self.quota_of(&m.account)?;
             let pace_until = add(add(now, quota.min_interval), self.jitter(quota.jitter));
-            let lost = match self.store.claim(&m.account, now, pace_until).await? {
+            let slot = quota.paced().then_some(pace_until);
+            let lost = match self.store.claim(&m.account, now, slot).await? {
                 Claim::Claimed => {
                     let skipped: Vec<Skipped> = skipped.into_iter().flatten().collect();
                     tracing::debug!(
@@ -841,6 +878,11 @@ impl Pools {
             time_zone: quota.time_zone.clone(),
             used: loaded.sent,
             reserved: loaded.reserved,
+            stale: if loaded.reserved > 0 {
+                self.store.stale(account, quota, now).await?
+            } else {
+                0
+            },
             limit: view.limit,
             configured_limit: quota.daily_limit,
             remaining: view.limit.value.saturating_sub(view.counted),
@@ -887,6 +929,7 @@ impl Pools {
         Ok(Status {
             at: now,
             store: self.store.describe(),
+            store_lost: self.store.lost(),
             pools,
             accounts,
         })
@@ -928,7 +971,7 @@ impl View {
             )
         };
         let parked = r.active_park(now);
-        let paced = r.pace_until.filter(|&p| p > now);
+        let paced = r.pace_until.filter(|&p| p > now && quota.paced());
         // Auth parking ("until unparked") has no time to offer.
         let ready_at = room
             .map(|t| {

@@ -17,7 +17,8 @@
 //! "until" fields compared with `now` rather than keys with a Redis TTL.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -57,14 +58,21 @@ local function effective_limit(state, now, daily, rstart, rstep)
 end
 ";
 
-/// KEYS: units, inflight, state.
-/// ARGV: now, cutoff (count scores > cutoff), prune (drop scores < prune),
-/// daily, ramp start (-1: none), ramp step, n, ttl ms, then n unit ids.
-/// Returns {1, counted after} or {0, counted, limit}.
+/// Scripts that count start with this: KEYS[1] is the epoch key, ARGV[1]
+/// the epoch this process trusts; {-1} when the key holds anything else.
+const EPOCH_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+";
+
+/// KEYS: epoch, units, inflight, state.
+/// ARGV: epoch, now, cutoff (count scores > cutoff), prune (drop scores <
+/// prune), daily, ramp start (-1: none), ramp step, n, ttl ms, then n unit ids.
+/// Returns {1, counted after}, {0, counted, limit} or {-1} (epoch).
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{LIMIT_LUA}
-local units, inflight, state = KEYS[1], KEYS[2], KEYS[3]
+        "{LIMIT_LUA}{EPOCH_LUA}
+local units, inflight, state = KEYS[2], KEYS[3], KEYS[4]
+table.remove(ARGV, 1)
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', units, '-inf', '(' .. ARGV[3])
 redis.call('ZREMRANGEBYSCORE', inflight, '-inf', '(' .. ARGV[3])
@@ -85,26 +93,39 @@ return {{1, counted + n}}
     ))
 });
 
-/// KEYS: state. ARGV: now, pace_until.
-/// Returns {0} claimed, {1, parked_until} or {2, pace_until}.
+/// KEYS: epoch, state. ARGV: epoch, now, pace_until ('' for a mailbox
+/// without pacing: then pacing is neither checked nor claimed).
+/// Returns {0} claimed, {1, parked_until}, {2, pace_until} or {-1} (epoch).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now = tonumber(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'parked_until', 'pace_until')
-if f[1] and tonumber(f[1]) > now then return {1, tonumber(f[1])} end
-if f[2] and tonumber(f[2]) > now then return {2, tonumber(f[2])} end
-redis.call('HSET', KEYS[1], 'last_pick', ARGV[1], 'pace_until', ARGV[2])
-return {0}
-",
-    )
+    Script::new(&format!(
+        "{EPOCH_LUA}
+local state = KEYS[2]
+local now = tonumber(ARGV[2])
+local f = redis.call('HMGET', state, 'parked_until', 'pace_until')
+if f[1] and tonumber(f[1]) > now then return {{1, tonumber(f[1])}} end
+if ARGV[3] == '' then
+  redis.call('HSET', state, 'last_pick', ARGV[2])
+  redis.call('HDEL', state, 'pace_until')
+  return {{0}}
+end
+if f[2] and tonumber(f[2]) > now then return {{2, tonumber(f[2])}} end
+redis.call('HSET', state, 'last_pick', ARGV[2], 'pace_until', ARGV[3])
+return {{0}}
+"
+    ))
 });
 
 /// KEYS: state. ARGV: now, reason, then the ladder in ms (1st, 2nd, …, last
-/// repeats). Returns {throttles, parked_until}.
+/// repeats). Returns {throttles, parked_until}, or {0, parked_until,
+/// parked_since} when the mailbox was parked already (a reply seen while
+/// parked does not climb the ladder).
 static THROTTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local p = redis.call('HMGET', KEYS[1], 'parked_until', 'parked_since')
+if p[1] and tonumber(p[1]) > tonumber(ARGV[1]) then
+  return {0, tonumber(p[1]), tonumber(p[2] or p[1])}
+end
 local n = redis.call('HINCRBY', KEYS[1], 'throttles', 1)
 local steps = #ARGV - 2
 local i = n
@@ -133,30 +154,250 @@ return 1
 /// HGETALL state, ZCOUNT units, ZCOUNT inflight, oldest unit with its score.
 type LoadReply = (HashMap<String, String>, u32, u32, Vec<(String, f64)>);
 
-/// The Redis store. Cloning shares the (auto-reconnecting) connection.
+/// What this process trusts of the store's epoch.
+///
+/// The epoch key (`postern:epoch`) is written once, when a store is first
+/// used, as `new:<random>:<ms>`; `postern quota accept-reset` replaces it
+/// with `reset:<random>:<ms>`. Every reserve and pick claim checks, in the
+/// same script, that the key still holds the value this process trusts. A
+/// Redis that restarted without persistence or was flushed has no key: its
+/// counters say nothing was sent, which is false, so the store fails closed
+/// ([`StoreError::Lost`]) until the operator accepts the reset. The value
+/// last trusted is also kept in a file in `data_dir`, so a Postern that
+/// restarts after the loss notices it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Epoch {
+    Trusted(String),
+    Lost(String),
+}
+
+/// The Redis store. Cloning shares the (auto-reconnecting) connection and
+/// the epoch state.
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
     url: String,
     prefix: String,
+    epoch: Arc<Mutex<Epoch>>,
+    /// Where the trusted epoch is remembered across restarts.
+    marker: Option<PathBuf>,
+}
+
+/// Whether an epoch value was written by `accept-reset`.
+fn is_reset(value: &str) -> bool {
+    value.starts_with("reset:")
+}
+
+fn new_epoch(kind: &str) -> String {
+    format!(
+        "{kind}:{:016x}:{}",
+        rand::random::<u64>(),
+        Timestamp::now().as_millisecond()
+    )
 }
 
 impl RedisStore {
+    /// Connects; the epoch is checked, and written if the store is new.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_with_marker(url, prefix, None).await
+    }
+
+    /// As [`RedisStore::connect`], remembering the epoch in `marker`.
+    pub async fn connect_with_marker(
+        url: &str,
+        prefix: &str,
+        marker: Option<PathBuf>,
+    ) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)));
         let con = client.get_connection_manager_with_config(config).await?;
-        Ok(RedisStore {
+        let mut store = RedisStore {
             con,
             url: redact_url(url),
             prefix: prefix.to_owned(),
-        })
+            epoch: Arc::new(Mutex::new(Epoch::Lost(String::new()))),
+            marker,
+        };
+        let epoch = store.first_epoch().await?;
+        if let Epoch::Lost(why) = &epoch {
+            tracing::error!(store = %store.describe(), why = %why, "quota store lost its state: sends counted through it are refused until `postern quota accept-reset`");
+        }
+        store.epoch = Arc::new(Mutex::new(epoch));
+        Ok(store)
     }
 
     pub fn describe(&self) -> String {
         format!("redis {} (prefix {})", self.url, self.prefix)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
+    /// The epoch this process last trusted (from the marker file), if it
+    /// was for this store.
+    fn remembered(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.marker.as_ref()?).ok()?;
+        let mut f = text.trim_end().splitn(3, '\t');
+        let (url, prefix, epoch) = (f.next()?, f.next()?, f.next()?);
+        (url == self.url && prefix == self.prefix).then(|| epoch.to_owned())
+    }
+
+    fn remember(&self, epoch: &str) {
+        let Some(path) = &self.marker else { return };
+        if self.remembered().as_deref() == Some(epoch) {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let text = format!("{}\t{}\t{epoch}\n", self.url, self.prefix);
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not remember the quota store's epoch");
+        }
+    }
+
+    /// The epoch at start: the store's, or a new one for a new store.
+    async fn first_epoch(&self) -> Result<Epoch, StoreError> {
+        let mut con = self.con.clone();
+        let key = self.epoch_key();
+        let current: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+        let remembered = self.remembered();
+        let epoch = match (current, remembered) {
+            (Some(v), Some(r)) if v != r && !is_reset(&v) => Epoch::Lost(format!(
+                "its epoch changed from {r} to {v} without `postern quota accept-reset`: it was emptied and taken up again by another instance"
+            )),
+            (Some(v), _) => Epoch::Trusted(v),
+            (None, Some(r)) => Epoch::Lost(format!(
+                "the epoch key {key} written when it was first used ({r}) is gone: Redis restarted without persistence or was flushed"
+            )),
+            (None, None) => {
+                let v = new_epoch("new");
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&v)
+                    .arg("NX")
+                    .query_async(&mut con)
+                    .await?;
+                if set.is_some() {
+                    Epoch::Trusted(v)
+                } else {
+                    // Another instance created it at the same moment.
+                    let now: Option<String> =
+                        redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+                    Epoch::Trusted(now.unwrap_or(v))
+                }
+            }
+        };
+        if let Epoch::Trusted(v) = &epoch {
+            self.remember(v);
+        }
+        Ok(epoch)
+    }
+
+    fn lost_error(&self, why: String) -> StoreError {
+        StoreError::Lost {
+            store: self.describe(),
+            why,
+        }
+    }
+
+    /// The epoch to check in a script. While lost, the key is read again:
+    /// an accepted reset puts the store back in service.
+    async fn trusted(&self) -> Result<String, StoreError> {
+        let state = self
+            .epoch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match state {
+            Epoch::Trusted(v) => Ok(v),
+            Epoch::Lost(why) => match self.adopt_reset().await? {
+                Some(v) => Ok(v),
+                None => Err(self.lost_error(why)),
+            },
+        }
+    }
+
+    /// Adopts the store's epoch if an operator accepted a reset.
+    async fn adopt_reset(&self) -> Result<Option<String>, StoreError> {
+        let mut con = self.con.clone();
+        let current: Option<String> = redis::cmd("GET")
+            .arg(self.epoch_key())
+            .query_async(&mut con)
+            .await?;
+        let mut state = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        match current {
+            Some(v) if is_reset(&v) && *state != Epoch::Trusted(v.clone()) => {
+                tracing::warn!(store = %self.describe(), epoch = %v, "quota store reset accepted: counting again from what it holds now");
+                *state = Epoch::Trusted(v.clone());
+                drop(state);
+                self.remember(&v);
+                Ok(Some(v))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A script found the epoch key not holding the trusted value: adopt an
+    /// accepted reset (`Ok`, try again) or go into the lost state.
+    async fn epoch_mismatch(&self) -> Result<(), StoreError> {
+        if self.adopt_reset().await?.is_some() {
+            return Ok(());
+        }
+        let mut con = self.con.clone();
+        let current: Option<String> = redis::cmd("GET")
+            .arg(self.epoch_key())
+            .query_async(&mut con)
+            .await?;
+        let why = match current {
+            None => format!(
+                "the epoch key {} is gone: Redis restarted without persistence or was flushed",
+                self.epoch_key()
+            ),
+            Some(v) => {
+                format!("its epoch was replaced by {v} without `postern quota accept-reset`")
+            }
+        };
+        let mut state = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*state, Epoch::Lost(_)) {
+            tracing::error!(store = %self.describe(), why = %why, "quota store lost its state: sends counted through it are refused until `postern quota accept-reset`");
+        }
+        *state = Epoch::Lost(why.clone());
+        Err(self.lost_error(why))
+    }
+
+    /// Why the store is not trusted now, if it is not.
+    pub fn lost(&self) -> Option<String> {
+        match &*self.epoch.lock().unwrap_or_else(PoisonError::into_inner) {
+            Epoch::Lost(why) => Some(why.clone()),
+            Epoch::Trusted(_) => None,
+        }
+    }
+
+    /// Writes a new (reset) epoch: every instance on this store resumes.
+    pub async fn accept_reset(&self) -> Result<String, StoreError> {
+        let v = new_epoch("reset");
+        let mut con = self.con.clone();
+        let old: Option<String> = redis::cmd("SET")
+            .arg(self.epoch_key())
+            .arg(&v)
+            .arg("GET")
+            .query_async(&mut con)
+            .await?;
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner) = Epoch::Trusted(v.clone());
+        self.remember(&v);
+        Ok(match old {
+            Some(o) => format!(
+                "{}: epoch {o} replaced by {v}; instances using it resume counting from what it holds now",
+                self.describe()
+            ),
+            None => format!(
+                "{}: new epoch {v} written; instances using it resume counting from what it holds now (the counts it lost are not restored)",
+                self.describe()
+            ),
+        })
     }
 
     fn key(&self, account: &str, what: &str) -> String {
@@ -221,6 +462,21 @@ impl RedisStore {
         })
     }
 
+    pub(crate) async fn stale(
+        &self,
+        account: &str,
+        after: i64,
+        before: i64,
+    ) -> Result<u32, StoreError> {
+        let mut con = self.con.clone();
+        Ok(redis::cmd("ZCOUNT")
+            .arg(self.key(account, "inflight"))
+            .arg(format!("({after}"))
+            .arg(format!("({before}"))
+            .query_async(&mut con)
+            .await?)
+    }
+
     pub(crate) async fn reserve(
         &self,
         account: &str,
@@ -234,23 +490,33 @@ impl RedisStore {
             Some(r) => (i64::from(r.start), i64::from(r.step)),
             None => (-1, 0),
         };
-        let mut inv = RESERVE.prepare_invoke();
-        inv.key(self.key(account, "units"))
-            .key(self.key(account, "inflight"))
-            .key(self.key(account, "state"))
-            .arg(now_ms)
-            .arg(quota.window.cutoff_ms(now))
-            .arg(now_ms - KEEP_MS)
-            .arg(quota.daily_limit.unwrap_or(u32::MAX))
-            .arg(rstart)
-            .arg(rstep)
-            .arg(n)
-            .arg(UNITS_TTL_MS);
-        for id in &ids {
-            inv.arg(id);
+        let mut r = Vec::new();
+        for _ in 0..2 {
+            let epoch = self.trusted().await?;
+            let mut inv = RESERVE.prepare_invoke();
+            inv.key(self.epoch_key())
+                .key(self.key(account, "units"))
+                .key(self.key(account, "inflight"))
+                .key(self.key(account, "state"))
+                .arg(epoch)
+                .arg(now_ms)
+                .arg(quota.window.cutoff_ms(now))
+                .arg(now_ms - KEEP_MS)
+                .arg(quota.daily_limit.unwrap_or(u32::MAX))
+                .arg(rstart)
+                .arg(rstep)
+                .arg(n)
+                .arg(UNITS_TTL_MS);
+            for id in &ids {
+                inv.arg(id);
+            }
+            let mut con = self.con.clone();
+            r = inv.invoke_async(&mut con).await?;
+            if r.first() != Some(&-1) {
+                break;
+            }
+            self.epoch_mismatch().await?;
         }
-        let mut con = self.con.clone();
-        let r: Vec<i64> = inv.invoke_async(&mut con).await?;
         let num = |i: usize| -> Result<u32, StoreError> {
             r.get(i)
                 .map(|&v| u32::try_from(v.max(0)).unwrap_or(u32::MAX))
@@ -273,8 +539,10 @@ impl RedisStore {
         rs: &[Reservation],
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        let trusted = self.trusted().await?;
         let mut p = redis::pipe();
         p.atomic();
+        p.cmd("GET").arg(self.epoch_key());
         for r in rs.iter().filter(|r| !r.ids.is_empty()) {
             let state = self.key(&r.account, "state");
             p.cmd("ZREM")
@@ -289,7 +557,12 @@ impl RedisStore {
             p.cmd("HSET").arg(&state).arg("throttles").arg(0).ignore();
         }
         let mut con = self.con.clone();
-        p.query_async::<()>(&mut con).await?;
+        let (epoch,): (Option<String>,) = p.query_async(&mut con).await?;
+        if epoch.as_deref() != Some(trusted.as_str()) {
+            // The units were reserved before the store lost them: nothing
+            // counts them now.
+            self.epoch_mismatch().await?;
+        }
         Ok(())
     }
 
@@ -315,15 +588,29 @@ impl RedisStore {
         &self,
         account: &str,
         now: Timestamp,
-        pace_until: Timestamp,
+        pace_until: Option<Timestamp>,
     ) -> Result<Claim, StoreError> {
-        let mut con = self.con.clone();
-        let r: Vec<i64> = CLAIM
-            .key(self.key(account, "state"))
-            .arg(now.as_millisecond())
-            .arg(pace_until.as_millisecond())
-            .invoke_async(&mut con)
-            .await?;
+        let mut r = Vec::new();
+        for _ in 0..2 {
+            let epoch = self.trusted().await?;
+            let mut con = self.con.clone();
+            r = CLAIM
+                .key(self.epoch_key())
+                .key(self.key(account, "state"))
+                .arg(epoch)
+                .arg(now.as_millisecond())
+                .arg(
+                    pace_until
+                        .map(|t| t.as_millisecond().to_string())
+                        .unwrap_or_default(),
+                )
+                .invoke_async(&mut con)
+                .await?;
+            if r.first() != Some(&-1) {
+                break;
+            }
+            self.epoch_mismatch().await?;
+        }
         let at = || r.get(1).and_then(|&ms| ms_to_ts(ms)).unwrap_or(FOREVER);
         match r.first() {
             Some(0) => Ok(Claim::Claimed),
@@ -369,6 +656,20 @@ impl RedisStore {
             .get(1)
             .and_then(|&ms| ms_to_ts(ms))
             .ok_or_else(|| StoreError::Invalid(format!("throttle script answered {r:?}")))?;
+        if r.first() == Some(&0) {
+            let (kind, reason): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(self.key(account, "state"))
+                .arg("park_kind")
+                .arg("park_reason")
+                .query_async(&mut con)
+                .await?;
+            return Ok(Parked {
+                until,
+                since: r.get(2).and_then(|&ms| ms_to_ts(ms)).unwrap_or(now),
+                kind: ParkKind::parse(kind.as_deref().unwrap_or("")),
+                reason: reason.unwrap_or_default(),
+            });
+        }
         Ok(Parked {
             until,
             since: now,

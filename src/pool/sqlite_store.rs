@@ -484,6 +484,23 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn stale(
+        &self,
+        account: &str,
+        after: i64,
+        before: i64,
+    ) -> Result<u32, StoreError> {
+        let account = account.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM units
+                 WHERE account = ?1 AND sent = 0 AND at_ms > ?2 AND at_ms < ?3",
+            )?
+            .query_row(params![account, after, before], |r| r.get(0))?)
+        })
+        .await
+    }
+
     pub(crate) async fn reserve(
         &self,
         account: &str,
@@ -579,7 +596,7 @@ impl SqliteStore {
         &self,
         account: &str,
         now: Timestamp,
-        pace_until: Timestamp,
+        pace_until: Option<Timestamp>,
     ) -> Result<Claim, StoreError> {
         let account = account.to_owned();
         self.write(move |c| {
@@ -587,7 +604,10 @@ impl SqliteStore {
             if let Some(p) = record.active_park(now) {
                 return Ok(Claim::Parked(p.until));
             }
-            if let Some(p) = record.pace_until.filter(|&p| p > now) {
+            if let Some(p) = record
+                .pace_until
+                .filter(|&p| p > now && pace_until.is_some())
+            {
                 return Ok(Claim::Paced(p));
             }
             ensure_row(c, &account)?;
@@ -597,7 +617,7 @@ impl SqliteStore {
             .execute(params![
                 account,
                 now.as_millisecond(),
-                pace_until.as_millisecond()
+                pace_until.map(Timestamp::as_millisecond)
             ])?;
             Ok(Claim::Claimed)
         })
@@ -618,6 +638,11 @@ impl SqliteStore {
     ) -> Result<Parked, StoreError> {
         let (account, reason) = (account.to_owned(), reason.to_owned());
         self.write(move |c| {
+            // Replies that arrive while the mailbox is parked (a burst of
+            // concurrent sessions failing together) do not climb the ladder.
+            if let Some(p) = read_record(c, &account)?.active_park(now) {
+                return Ok(p.clone());
+            }
             ensure_row(c, &account)?;
             let n: u32 = c
                 .prepare_cached(

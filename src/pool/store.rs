@@ -22,6 +22,10 @@ use crate::config::Config;
 /// File name of the embedded store inside `data_dir`.
 pub const SQLITE_FILE: &str = "state.sqlite3";
 
+/// File in `data_dir` holding the epoch of the Redis store last seen, so a
+/// restart can tell a Redis that lost its data from a new one.
+pub const REDIS_EPOCH_FILE: &str = "redis-epoch";
+
 /// Key prefix of the Redis store unless told otherwise.
 pub const DEFAULT_REDIS_PREFIX: &str = "postern:";
 
@@ -45,9 +49,19 @@ pub enum StoreError {
     /// transaction could not begin or commit).
     #[error("{0}")]
     Batch(String),
+    /// The shared store forgot what it counted (Redis restarted without
+    /// persistence, or was flushed): its counters cannot be trusted, so
+    /// nothing is reserved through it until an operator accepts the reset.
+    #[error("quota store {store} lost its state ({why}); sends counted through it are paused until an operator runs `postern quota accept-reset`")]
+    Lost { store: String, why: String },
 }
 
 impl StoreError {
+    /// Whether this is [`StoreError::Lost`].
+    pub fn is_lost(&self) -> bool {
+        matches!(self, StoreError::Lost { .. })
+    }
+
     pub(crate) fn batch(e: &StoreError) -> StoreError {
         StoreError::Batch(e.to_string())
     }
@@ -247,11 +261,40 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// The store the config names: `quota_store = "redis://…"` (key prefix
-    /// [`DEFAULT_REDIS_PREFIX`]), else SQLite in `data_dir/state.sqlite3`.
+    /// [`DEFAULT_REDIS_PREFIX`]; the epoch it was last seen with is kept in
+    /// `data_dir/`[`REDIS_EPOCH_FILE`]), else SQLite in `data_dir/state.sqlite3`.
     pub async fn open(config: &Config) -> Result<Store, StoreError> {
         match &config.quota_store {
-            Some(url) => Store::redis(url, DEFAULT_REDIS_PREFIX).await,
+            Some(url) => RedisStore::connect_with_marker(
+                url,
+                DEFAULT_REDIS_PREFIX,
+                Some(config.data_dir.join(REDIS_EPOCH_FILE)),
+            )
+            .await
+            .map(Store::Redis),
             None => Store::sqlite(&config.data_dir.join(SQLITE_FILE)),
+        }
+    }
+
+    /// Why the store cannot be trusted now, if it cannot (Redis lost its
+    /// state); for `status`.
+    pub fn lost(&self) -> Option<String> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Redis(r) => r.lost(),
+        }
+    }
+
+    /// The operator accepts that the shared store lost its state: a new
+    /// epoch is written and every instance resumes counting from what the
+    /// store holds now. Returns what was done, in words.
+    pub async fn accept_reset(&self) -> Result<String, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(format!(
+                "{} is the embedded store: it keeps its counters on disk and has no reset to accept",
+                s.path().display()
+            )),
+            Store::Redis(r) => r.accept_reset().await,
         }
     }
 
@@ -287,6 +330,23 @@ impl Store {
         }
     }
 
+    /// Reserved units in the window older than [`STALE_AFTER_MS`].
+    pub(crate) async fn stale(
+        &self,
+        account: &str,
+        quota: &Quota,
+        now: Timestamp,
+    ) -> Result<u32, StoreError> {
+        let (after, before) = (
+            quota.window.cutoff_ms(now),
+            now.as_millisecond() - STALE_AFTER_MS,
+        );
+        match self {
+            Store::Sqlite(s) => s.stale(account, after, before).await,
+            Store::Redis(r) => r.stale(account, after, before).await,
+        }
+    }
+
     pub(crate) async fn reserve(
         &self,
         account: &str,
@@ -318,11 +378,13 @@ impl Store {
         }
     }
 
+    /// Claims the mailbox for a pick: refused while it is parked, and, with
+    /// `pace_until` (a paced mailbox), while another pick's pacing runs.
     pub(crate) async fn claim(
         &self,
         account: &str,
         now: Timestamp,
-        pace_until: Timestamp,
+        pace_until: Option<Timestamp>,
     ) -> Result<Claim, StoreError> {
         match self {
             Store::Sqlite(s) => s.claim(account, now, pace_until).await,
@@ -383,6 +445,13 @@ impl Store {
         }
     }
 }
+
+/// A reservation older than this is not in flight any more: no transaction
+/// lives that long (DATA and the upstream's final reply are bounded by
+/// `data_timeout` and `upstream_data_timeout`, 10 minutes each by default).
+/// It was left by a crash or a lost store connection; it keeps counting (the
+/// message may have gone out) and `status` shows it as stale.
+pub const STALE_AFTER_MS: i64 = 3_600_000;
 
 /// The throttle back-off ladder: 1, 5, 15, then 60 minutes for the 1st, 2nd,
 /// 3rd and every later consecutive throttle reply.

@@ -569,16 +569,24 @@ async fn throttle_ladder_and_reset_on_commit() {
     let p = &f.pools;
     let now = ts("2024-05-01T00:00:00Z");
     let mut got = Vec::new();
+    let mut t = now;
     for _ in 0..5 {
-        let parked = p.throttled("a", "421 4.7.0 try later", now).await.unwrap();
+        let parked = p.throttled("a", "421 4.7.0 try later", t).await.unwrap();
         assert_eq!(parked.kind, ParkKind::Throttle);
-        got.push((parked.until - now).as_mins());
+        got.push((parked.until - t).as_mins());
+        // More replies while parked (a burst of sessions failing together)
+        // do not climb the ladder.
+        let again = p.throttled("a", "421 4.7.0 try later", t).await.unwrap();
+        assert_eq!(again.until, parked.until);
+        t = parked.until;
     }
     assert_eq!(got, [1, 5, 15, 60, 60]);
+    let now = t - hours(1);
     let s = p.account_status("a", now).await.unwrap();
     assert_eq!(s.throttles, 5);
     let e = exhausted(p, "p", 1, &[], now).await;
     assert_eq!(e.capacity_returns_at, Some(now + hours(1)));
+    let now = t;
     // An accepted message resets the ladder.
     let r = reserve_ok(p, "a", 1, now).await;
     p.commit(&[r], now).await.unwrap();
@@ -947,5 +955,43 @@ async fn a_lazy_commit_lands_on_its_own_soon() {
             "the commit never landed"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn reservations_older_than_an_hour_show_as_stale() {
+    let f = fixture(&[("a", "daily_limit = 100")], "");
+    let p = &f.pools;
+    let now = ts("2024-05-01T12:00:00Z");
+    // Left by a crash two hours ago, and one in flight now.
+    let _crashed = reserve_ok(p, "a", 2, now - hours(2)).await;
+    let _live = reserve_ok(p, "a", 1, now).await;
+    let s = p.account_status("a", now).await.unwrap();
+    assert_eq!((s.reserved, s.stale), (3, 2), "{s:?}");
+    // They keep counting.
+    assert_eq!(s.remaining, 97);
+    let text = p.status(now).await.unwrap().to_string();
+    assert!(text.contains("2 of the reserved are stale"), "{text}");
+}
+
+#[tokio::test]
+async fn concurrent_picks_without_pacing_never_wait_on_each_other() {
+    let f = fixture(
+        &[("a", "daily_limit = 100000"), ("b", "daily_limit = 100000")],
+        "[pools.p]\naccounts = [\"a\", \"b\"]\n",
+    );
+    let p = Arc::new(f.pools);
+    for _ in 0..10 {
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let p = p.clone();
+            // Each with its own clock reading, as sessions do.
+            tasks.push(tokio::spawn(async move {
+                p.pick("p", 1, &[], Timestamp::now()).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Pick::Picked(_)));
+        }
     }
 }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use crate::config::FromPolicy;
-use crate::pool::{Pick, Pools, Reservation, Reserve};
+use crate::pool::{Pick, PoolError, Pools, Reservation, Reserve};
 use crate::smtp::codec::{MailParams, Path, Reply};
 use crate::smtp::upstream::{AccountRelay, Outcome, RelayTransaction, Verdict};
 
@@ -21,8 +21,15 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
-fn store_trouble(e: impl std::fmt::Display) -> Reply {
+fn store_trouble(e: PoolError) -> Reply {
     warn!(error = %e, "quota store failed");
+    if e.is_store_lost() {
+        return Reply::new(
+            451,
+            "4.3.0",
+            "Quota store lost its counters (Redis restarted empty); sending is paused until the operator runs `postern quota accept-reset`; try again later",
+        );
+    }
     Reply::new(451, "4.3.0", "Quota store unavailable; try again later")
 }
 
@@ -34,10 +41,26 @@ async fn note_failure(pools: &Pools, account: &str, o: &Outcome) {
         Verdict::Throttled => pools.throttled(account, &o.detail, t).await.map(|_| ()),
         Verdict::Auth => pools.auth_failed(account, &o.detail, t).await.map(|_| ()),
         Verdict::Accepted => Ok(()),
+        // TooManyConnections is a connection-count signal, not a fault of
+        // the mailbox: parking it would turn one burst into an hour without
+        // mail. It is only noted, like any other failure.
         _ => pools.record_error(account, &o.detail, t).await,
     };
     if let Err(e) = r {
         warn!(account, error = %e, "could not record a mailbox failure");
+    }
+}
+
+/// The upstream accepted the message: mark its units sent.
+async fn commit(pools: &Pools, reservations: &[Reservation], t: Timestamp) {
+    match pools.commit(reservations, t).await {
+        Ok(()) => {}
+        Err(e) if e.is_store_lost() => {
+            warn!(error = %e, "message sent, but the quota store lost its state meanwhile: it is not counted there")
+        }
+        Err(e) => {
+            warn!(error = %e, "could not mark the units sent (they stay counted as reserved)")
+        }
     }
 }
 
@@ -79,7 +102,7 @@ pub struct DirectTransaction {
     /// The first recipient's unit, reserved while MAIL FROM went upstream
     /// (a transaction has at least one recipient): the first RCPT then
     /// waits only for the upstream, as a direct client would.
-    ahead: Option<Result<Reserve, String>>,
+    ahead: Option<Result<Reserve, PoolError>>,
 }
 
 impl std::fmt::Debug for DirectTransaction {
@@ -102,7 +125,6 @@ impl DirectTransaction {
             RelayTransaction::open(relay, from, params),
             pools.reserve(&account, 1, now())
         );
-        let ahead = ahead.map_err(|e| e.to_string());
         match opened {
             Ok((tx, o)) => Ok((
                 DirectTransaction {
@@ -127,11 +149,7 @@ impl DirectTransaction {
         let account = self.tx.account().to_owned();
         let reserved = match self.ahead.take() {
             Some(r) => r,
-            None => self
-                .pools
-                .reserve(&account, 1, now())
-                .await
-                .map_err(|e| e.to_string()),
+            None => self.pools.reserve(&account, 1, now()).await,
         };
         let res = match reserved {
             Ok(Reserve::Reserved(r)) => r,
@@ -161,9 +179,7 @@ impl DirectTransaction {
         let o = tx.data(message).await;
         let t = now();
         if o.accepted() {
-            if let Err(e) = pools.commit(&reservations, t).await {
-                warn!(error = %e, "could not commit reservations (they stay counted)");
-            }
+            commit(&pools, &reservations, t).await;
         } else {
             if let Err(e) = pools.release(&reservations, t).await {
                 warn!(error = %e, "could not release reservations");
@@ -368,6 +384,11 @@ impl PoolTransaction {
                 "pool route"
             );
             self.tried.push(account.clone());
+            let Some(relay) = route.members.get(&account).cloned() else {
+                // In the rotation but not usable here (no credential source).
+                warn!(pool = %route.name, account = %account, "picked mailbox has no usable credential; skipping it");
+                continue;
+            };
             // Reserve the replayed recipients all at once.
             let mut res = Vec::new();
             if k > 0 {
@@ -377,7 +398,6 @@ impl PoolTransaction {
                     Err(e) => return Err(Failover::Store(store_trouble(e))),
                 }
             }
-            let relay = route.members[&account].clone();
             let from = route.envelope_from(&account, &self.from);
             match RelayTransaction::open_with(relay, &from, &self.params, &self.accepted).await {
                 Ok((tx, _mail, rcpts)) => {
@@ -448,7 +468,7 @@ impl PoolTransaction {
         }
         let _ = pools.release(&[res], now()).await;
         match o.verdict {
-            Verdict::Quota | Verdict::Throttled | Verdict::Auth => {
+            Verdict::Quota | Verdict::Throttled | Verdict::Auth | Verdict::TooManyConnections => {
                 // The mailbox is out, not the recipient: move the whole
                 // transaction (with this recipient) elsewhere.
                 note_failure(&pools, &account, &o).await;
@@ -552,9 +572,7 @@ impl PoolTransaction {
             let t = now();
             let res = std::mem::take(&mut self.reservations);
             if o.accepted() {
-                if let Err(e) = pools.commit(&res, t).await {
-                    warn!(error = %e, "could not commit reservations (they stay counted)");
-                }
+                commit(&pools, &res, t).await;
                 return o.reply;
             }
             let _ = pools.release(&res, t).await;

@@ -722,7 +722,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(Reply::new(
                 451,
                 "4.3.0",
-                format!("Route {via} is not available"),
+                format!("Route {via} is not available (disabled, or without a usable credential: see `postern check-config`)"),
             ));
             return false;
         };

@@ -21,8 +21,6 @@ use crate::secret::Secret;
 use crate::smtp::codec::{self, MailParams, Path, Reply, ReplyParse};
 pub use crate::upstream::UpstreamError;
 
-/// RFC 5321 4.5.3.2.6: wait up to 10 minutes for the reply to the final ".".
-const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 /// A connection idle for longer than this gets a health check before reuse.
 const HEALTH_CHECK_AFTER: Duration = Duration::from_secs(5);
 
@@ -38,6 +36,9 @@ pub struct UpstreamConfig {
     /// Our name in EHLO.
     pub ehlo_name: String,
     pub timeout: Duration,
+    /// How long the final reply after the message may take
+    /// (`upstream_data_timeout`).
+    pub data_timeout: Duration,
     /// How long an idle warm connection is kept.
     pub keepalive: Duration,
     /// How many idle authenticated connections are kept.
@@ -62,6 +63,9 @@ pub enum Verdict {
     SenderDenied,
     /// The mailbox's credential was refused (parks it until the credential changes).
     Auth,
+    /// The server refuses one more simultaneous connection: a matter of the
+    /// connection count, never a reason to park the mailbox.
+    TooManyConnections,
     Transient,
     Permanent,
 }
@@ -88,6 +92,9 @@ pub fn classify(r: &Reply) -> Verdict {
                 || text.contains("not owned"))
     {
         return Verdict::SenderDenied;
+    }
+    if r.is_transient() && crate::upstream::says_too_many_connections(&text) {
+        return Verdict::TooManyConnections;
     }
     if r.is_transient() {
         if matches!(enh, "4.7.0" | "4.3.2" | "4.7.28" | "4.7.1") && r.code != 450
@@ -190,6 +197,7 @@ pub struct Connection {
     rbuf: Vec<u8>,
     target: String,
     timeout: Duration,
+    data_timeout: Duration,
     pub caps: Capabilities,
     pub peer: SocketAddr,
     last_used: Instant,
@@ -219,6 +227,7 @@ impl Connection {
             rbuf: Vec::with_capacity(4096),
             target: target.clone(),
             timeout: cfg.timeout,
+            data_timeout: cfg.data_timeout,
             caps: Capabilities::default(),
             peer,
             last_used: Instant::now(),
@@ -235,6 +244,13 @@ impl Connection {
             }
             Err(e) => return Err(e),
         };
+        if greeting.code != 220 && crate::upstream::says_too_many_connections(&greeting.to_string())
+        {
+            return Err(UpstreamError::TooManyConnections {
+                target,
+                detail: greeting.to_string(),
+            });
+        }
         if greeting.code != 220 {
             return Err(UpstreamError::Greeting {
                 target,
@@ -435,6 +451,14 @@ impl Connection {
     ) -> Result<(), UpstreamError> {
         match r.code {
             235 => Ok(()),
+            c if (400..500).contains(&c)
+                && crate::upstream::says_too_many_connections(&r.to_string()) =>
+            {
+                Err(UpstreamError::TooManyConnections {
+                    target: self.target.clone(),
+                    detail: r.to_string(),
+                })
+            }
             c if (400..500).contains(&c) => Err(UpstreamError::AuthTemporary {
                 account: cfg.account.clone(),
                 detail: r.to_string(),
@@ -483,7 +507,7 @@ impl Connection {
             self.write(&chunk, "the message").await?;
             drop(chunk);
             return self
-                .read_reply_within(DATA_END_TIMEOUT, "the end of the message")
+                .read_reply_within(self.data_timeout, "the end of the message")
                 .await;
         }
         let r = self.command("DATA", "DATA").await?;
@@ -494,7 +518,7 @@ impl Connection {
         codec::stuff(message, &mut stuffed);
         self.write(&stuffed, "the message").await?;
         drop(stuffed);
-        self.read_reply_within(DATA_END_TIMEOUT, "the end of the message")
+        self.read_reply_within(self.data_timeout, "the end of the message")
             .await
     }
 
@@ -598,6 +622,7 @@ impl AccountRelay {
             tls,
             ehlo_name: ehlo_name.to_owned(),
             timeout: limits.upstream_timeout,
+            data_timeout: limits.upstream_data_timeout,
             keepalive: limits.upstream_keepalive,
             warm_max: limits.upstream_pool,
         })))
@@ -902,8 +927,20 @@ mod tests {
                     432,
                     "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
                 ),
-                Verdict::Throttled,
+                Verdict::TooManyConnections,
             ),
+            (
+                r(432, "4.3.2 Concurrent connections limit exceeded."),
+                Verdict::TooManyConnections,
+            ),
+            (
+                r(
+                    421,
+                    "4.7.0 Maximum number of connections from user+IP exceeded",
+                ),
+                Verdict::TooManyConnections,
+            ),
+            (r(432, "4.3.2 Try again later"), Verdict::Throttled),
             (r(454, "4.7.0 Too many login attempts"), Verdict::Throttled),
             (
                 r(451, "4.3.0 Mail server temporarily rejected message"),
