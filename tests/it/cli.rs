@@ -6,7 +6,11 @@ fn check(config: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, config).unwrap();
-    let r = run(BIN, &["--config", path.to_str().unwrap(), "check-config"]);
+    let r = run_env(
+        BIN,
+        &["--config", path.to_str().unwrap(), "check-config"],
+        &[("ICLOUD_PW", "app-specific-pw")],
+    );
     drop(dir);
     r
 }
@@ -189,8 +193,27 @@ fn shipped_examples_are_valid() {
         "config/examples/custom-server.toml",
     ] {
         let path = repo_root().join(f);
-        let (ok, out, err) = run(BIN, &["--config", path.to_str().unwrap(), "check-config"]);
-        assert!(ok, "{f}: {out}\n{err}");
+        let env = [
+            ("ALICE_APP_PASSWORD", "x"),
+            ("A_APP_PASSWORD", "x"),
+            ("B_APP_PASSWORD", "x"),
+        ];
+        let (ok, out, err) = run_env(
+            BIN,
+            &["--config", path.to_str().unwrap(), "check-config"],
+            &env,
+        );
+        if f.ends_with("custom-server.toml") {
+            // Valid, but its password file lives in /etc/postern.
+            assert!(!ok, "{f}: {out}\n{err}");
+            let missing: Vec<&str> = out.lines().filter(|l| l.starts_with("MISSING")).collect();
+            assert!(
+                missing.len() == 1 && missing[0].contains("password_file"),
+                "{f}: {out}\n{err}"
+            );
+        } else {
+            assert!(ok, "{f}: {out}\n{err}");
+        }
     }
 }
 

@@ -224,6 +224,13 @@ pub struct Script {
     /// Close the socket (no reply) once this many raw message bytes arrived
     /// after the 354 (0: right after the 354).
     pub drop_after_data_bytes: Option<usize>,
+    /// Take the whole message (recorded as delivered, as a real server that
+    /// hangs after queueing it), then never answer the final dot or BDAT LAST.
+    pub freeze_after_data: bool,
+    /// At most this many connections at once are logged in: a successful
+    /// AUTH beyond that gets this reply line and the connection closes
+    /// (Dovecot's `mail_max_userip_connections`).
+    pub max_sessions: Option<(usize, String)>,
     /// Send the greeting, AUTH failures, MAIL/RCPT replies and the end-of-data reply
     /// as two-line replies, and send every multi-line reply (EHLO too) one line per
     /// write with a short pause in between, to exercise the client's reply parser.
@@ -252,6 +259,8 @@ impl Default for Script {
             data_reply: "354 Go ahead".into(),
             end_reply: "250 2.0.0 OK queued as 1".into(),
             drop_after_data_bytes: None,
+            freeze_after_data: false,
+            max_sessions: None,
             replies_multiline: false,
         }
     }
@@ -305,6 +314,12 @@ struct Shared {
     configs: Mutex<HashMap<Vec<String>, Arc<ServerConfig>>>,
     stop: AtomicBool,
     connections: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Most connections open at once so far.
+    peak_open: AtomicUsize,
+    /// Connections logged in now.
+    authed: AtomicUsize,
     auth_attempts: AtomicUsize,
     transcript: Mutex<Vec<String>>,
     messages: Mutex<Vec<Received>>,
@@ -351,6 +366,9 @@ impl FakeSmtp {
             configs: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            peak_open: AtomicUsize::new(0),
+            authed: AtomicUsize::new(0),
             auth_attempts: AtomicUsize::new(0),
             transcript: Mutex::new(Vec::new()),
             messages: Mutex::new(Vec::new()),
@@ -400,6 +418,11 @@ impl FakeSmtp {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at the same time.
+    pub fn peak_open(&self) -> usize {
+        self.shared.peak_open.load(Ordering::SeqCst)
     }
 
     /// AUTH commands received so far (whatever their outcome).
@@ -468,6 +491,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             lock(&shared.live).push(clone);
         }
         let sh = shared.clone();
+        let open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_open.fetch_max(open, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(format!("fake-smtp-c{id}"))
             .spawn(move || {
@@ -484,8 +509,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 };
                 let _ = session.run();
                 session.close();
+                session.shared.open.fetch_sub(1, Ordering::SeqCst);
+                if session.authed {
+                    session.shared.authed.fetch_sub(1, Ordering::SeqCst);
+                }
             });
         if spawned.is_err() {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
     }
@@ -944,6 +974,19 @@ impl Session {
     /// the reply goes out, so a client that saw the 2xx always finds it in
     /// `messages()`), then reply.
     fn end_message(&mut self, data: Vec<u8>, script: &Script) -> io::Result<()> {
+        if script.freeze_after_data {
+            if let Some(mail_from) = self.mail_from.take() {
+                lock(&self.shared.messages).push(Received {
+                    mail_from,
+                    rcpts: std::mem::take(&mut self.rcpts),
+                    data,
+                });
+            }
+            // Silence until the client gives up (EOF) or IO_TIMEOUT passes.
+            let mut sink = [0u8; 1024];
+            while self.stream.read(&mut sink)? > 0 {}
+            return Err(bad_data("frozen after the message"));
+        }
         if script.end_reply.starts_with('2') {
             if let Some(mail_from) = self.mail_from.take() {
                 lock(&self.shared.messages).push(Received {
@@ -1136,6 +1179,14 @@ impl Session {
     }
 
     fn accept_auth(&mut self) -> io::Result<()> {
+        let now_authed = self.shared.authed.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((max, line)) = self.shared.script().max_sessions {
+            if now_authed > max {
+                self.shared.authed.fetch_sub(1, Ordering::SeqCst);
+                self.send_raw(&line)?;
+                return Err(bad_data("too many sessions"));
+            }
+        }
         self.authed = true;
         self.send_raw("235 2.7.0 Accepted")
     }

@@ -277,8 +277,14 @@ pub fn python(script: &str, args: &[&str]) -> (bool, String, String) {
 
 /// Run a command; returns (status ok, stdout, stderr).
 pub fn run(cmd: &str, args: &[&str]) -> (bool, String, String) {
+    run_env(cmd, args, &[])
+}
+
+/// Run a command with extra environment variables.
+pub fn run_env(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(cmd)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e} (is it installed? tests/run installs it)"));

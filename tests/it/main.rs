@@ -3,6 +3,7 @@
 
 mod cli;
 mod fake_smtp;
+mod hardening;
 mod harness;
 mod hostile;
 mod imap;

@@ -258,7 +258,13 @@ async fn pacing_and_parking_are_shared() {
         Pick::Picked(p) => assert_eq!(p.account, "b"),
         Pick::Exhausted(e) => panic!("{e:?}"),
     }
-    let second = one.throttled("a", "421 4.7.0 too fast", t).await.unwrap();
+    let again = two.throttled("a", "421 4.7.0 too fast", t).await.unwrap();
+    assert_eq!(
+        again.until, parked.until,
+        "a reply while parked keeps the step"
+    );
+    let t = parked.until;
+    let second = two.throttled("a", "421 4.7.0 too fast", t).await.unwrap();
     assert_eq!(
         second.until,
         t + SignedDuration::from_mins(5),

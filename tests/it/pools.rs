@@ -25,7 +25,7 @@ fn dovecot(name: &str, user: &str, limit: u32) -> String {
     )
 }
 
-fn fake_account(name: &str, f: &FakeSmtp, pki: &TestPki, limit: u32) -> String {
+pub fn fake_account(name: &str, f: &FakeSmtp, pki: &TestPki, limit: u32) -> String {
     format!(
         "[accounts.{name}]\nemail = \"{name}@fake.example\"\nsmtp = {{ host = \"localhost\", port = {}, tls = \"implicit\" }}\nca_file = \"{}\"\nauth = \"password\"\npassword_env = \"PW_FAKE\"\ndaily_limit = {limit}\n",
         f.addr.port(),
@@ -55,7 +55,7 @@ fn login(p: &Postern) -> Raw {
 }
 
 /// One message with one recipient; the final reply (or the first failure).
-fn send(c: &mut Raw, from: &str, marker: &str) -> String {
+pub fn send(c: &mut Raw, from: &str, marker: &str) -> String {
     let r = c.cmd(&format!("MAIL FROM:<{from}>"));
     if !r.starts_with("250") {
         return r;
