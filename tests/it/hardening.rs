@@ -119,7 +119,7 @@ fn backoff_holds_across_connections() {
 
 /// How the drip upstream answers LOGIN.
 #[derive(Clone, Copy)]
-enum Drip {
+pub enum Drip {
     /// `* 1 EXISTS` every 500 ms, never the tagged reply.
     Untagged,
     /// `+ ` continuation lines as fast as the socket takes them.
@@ -128,7 +128,7 @@ enum Drip {
 
 /// A plaintext IMAP upstream that greets, answers CAPABILITY, and then
 /// answers LOGIN with an endless drip. Returns its port and a stop flag.
-fn drip_upstream(drip: Drip) -> (u16, Arc<AtomicBool>) {
+pub fn drip_upstream(drip: Drip) -> (u16, Arc<AtomicBool>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));

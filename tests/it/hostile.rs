@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::hardening::{drip_upstream, Drip};
 use crate::harness::*;
 
 /// Allowed growth of Postern's resident set over one hostile round, after a
@@ -39,9 +40,23 @@ const DV_PW: &str = "pw-u27";
 /// The second local user (same password as `app`), for password guessing.
 const VICTIM: &str = "victim";
 
-/// A Postern with SMTP (capture) and IMAP (via Dovecot) listeners.
+/// A Postern with SMTP (capture) and IMAP (via Dovecot) listeners, plus two
+/// IMAP accounts whose upstreams answer LOGIN with an endless drip (users
+/// `drip-untagged` and `drip-plus`).
 fn config(smtp_tls: &str, imap_tls: &str, limits: &str) -> String {
-    format!(
+    let (untagged, _) = drip_upstream(Drip::Untagged);
+    let (plus, _) = drip_upstream(Drip::Continuations);
+    let drips = format!(
+        "[users.drip-untagged]\npassword_hash = \"{APP_HASH}\"\nread_via = \"dripu\"\n\
+         [users.drip-plus]\npassword_hash = \"{APP_HASH}\"\nread_via = \"dripc\"\n\
+         [accounts.dripu]\nemail = \"dripu@example.test\"\n\
+         imap = {{ host = \"127.0.0.1\", port = {untagged}, tls = \"none\" }}\n\
+         auth = \"password\"\npassword_env = \"DV_PW\"\n\
+         [accounts.dripc]\nemail = \"dripc@example.test\"\n\
+         imap = {{ host = \"127.0.0.1\", port = {plus}, tls = \"none\" }}\n\
+         auth = \"password\"\npassword_env = \"DV_PW\"\n"
+    );
+    let main = format!(
         "data_dir = \"var\"\n\
          [smtp]\nlisten = \"127.0.0.1:0\"\ntls = \"{smtp_tls}\"\n\
          [imap]\nlisten = \"127.0.0.1:0\"\ntls = \"{imap_tls}\"\n\
@@ -53,7 +68,8 @@ fn config(smtp_tls: &str, imap_tls: &str, limits: &str) -> String {
          ca_file = \"{}\"\nauth = \"password\"\npassword_env = \"DV_PW\"\n",
         peer_env("DOVECOT_IMAP_PORT"),
         peer_env("PEERS_CA"),
-    )
+    );
+    main + &drips
 }
 
 fn start(smtp_tls: &str, imap_tls: &str, limits: &str) -> Postern {
@@ -856,6 +872,20 @@ fn imap_slowloris(t: &Target) {
     );
 }
 
+/// Users whose upstream never completes LOGIN (endless `* 1 EXISTS`, or
+/// endless `+` lines as fast as the socket takes them): `NO [UNAVAILABLE]`
+/// within the command's deadline, and the session goes on.
+fn imap_drips(t: &Target) {
+    for user in ["drip-untagged", "drip-plus"] {
+        let mut c = t.imap();
+        c.send(format!("a LOGIN {user} {APP_PASSWORD}\r\n").as_bytes());
+        let r = c.line();
+        assert!(r.starts_with("a NO [UNAVAILABLE]"), "{user}: {r}");
+        c.send(b"b NOOP\r\n");
+        assert!(c.line().starts_with("b OK"));
+    }
+}
+
 /// `n` wrong passwords for VICTIM over SMTP, reconnecting when the server
 /// closes after max_bad_commands; returns how many were answered 535.
 fn wrong_smtp_passwords(t: &Target, n: usize) -> usize {
@@ -928,6 +958,7 @@ fn round(p: &mut Postern, t: &Target, name: &str) {
         go!(imap_literals(t));
         go!(imap_slowloris(t));
         go!(imap_never_reads(pr, t));
+        go!(imap_drips(t));
         go!(tls_mixups(t));
         // Well-behaved clients while all that goes on.
         go!({
