@@ -143,7 +143,5 @@ fn writer_alive(name: &str) -> bool {
 
 /// Header values come from the client: keep them on one line.
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::sanitize(s, usize::MAX)
 }

@@ -207,7 +207,10 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
                 UpstreamError::Tls { .. }
                 | UpstreamError::NoStartTls { .. }
                 | UpstreamError::NoGreeting { .. } => "TLS",
-                UpstreamError::Timeout { stage, .. } if *stage == "the TLS handshake" => "TLS",
+                UpstreamError::Timeout {
+                    stage: crate::upstream::Stage::TlsHandshake,
+                    ..
+                } => "TLS",
                 _ => "greeting",
             };
             out.step(false, what, &e.to_string());

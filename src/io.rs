@@ -23,6 +23,20 @@ impl<S, T> MaybeTls<S, T> {
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }
+
+    /// STARTTLS: the handshake `tls` over the plaintext stream, by value, so
+    /// no one can use the stream half-way. A stream that is TLS already is
+    /// returned as it is (callers refuse a second STARTTLS before this).
+    pub async fn upgrade<F, Fut, E>(self, tls: F) -> Result<Self, E>
+    where
+        F: FnOnce(S) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        match self {
+            MaybeTls::Plain(s) => Ok(MaybeTls::Tls(Box::new(tls(s).await?))),
+            done @ MaybeTls::Tls(_) => Ok(done),
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, T: AsyncRead + AsyncWrite + Unpin> AsyncRead

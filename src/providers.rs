@@ -127,6 +127,88 @@ pub enum OAuthProvider {
     Aol,
 }
 
+/// A provider's authorization server, as the presets know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderOAuth {
+    pub name: &'static str,
+    pub auth_url: String,
+    pub token_url: String,
+    pub device_url: Option<String>,
+    /// Scopes for a user's mailbox (authorization code and device grants).
+    pub scopes: Vec<String>,
+    /// Scopes for app-only access (client credentials grant).
+    pub app_only_scopes: Vec<String>,
+    /// Extra parameters of the authorization request.
+    pub auth_params: Vec<(String, String)>,
+    /// Host name in the loopback redirect URI the app registration expects.
+    pub redirect_host: &'static str,
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The endpoints and default scopes of `p` (`tenant`: Microsoft only).
+pub fn provider_oauth(p: OAuthProvider, tenant: &str) -> ProviderOAuth {
+    match p {
+        OAuthProvider::Google => ProviderOAuth {
+            name: "Google",
+            auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
+            // Exists, but does not allow the Gmail scope (see `consent`).
+            device_url: Some("https://oauth2.googleapis.com/device/code".into()),
+            scopes: strings(&["https://mail.google.com/"]),
+            app_only_scopes: Vec::new(),
+            // offline: issue a refresh token; consent: issue it again on re-consent.
+            auth_params: vec![
+                ("access_type".into(), "offline".into()),
+                ("prompt".into(), "consent".into()),
+            ],
+            redirect_host: "127.0.0.1",
+        },
+        OAuthProvider::Microsoft => {
+            let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+            ProviderOAuth {
+                name: "Microsoft",
+                auth_url: format!("{base}/authorize"),
+                token_url: format!("{base}/token"),
+                device_url: Some(format!("{base}/devicecode")),
+                scopes: strings(&[
+                    "https://outlook.office.com/IMAP.AccessAsUser.All",
+                    "https://outlook.office.com/POP.AccessAsUser.All",
+                    "https://outlook.office.com/SMTP.Send",
+                    "offline_access",
+                ]),
+                app_only_scopes: strings(&["https://outlook.office365.com/.default"]),
+                auth_params: Vec::new(),
+                // "Mobile and desktop applications" registrations use
+                // http://localhost; the port is free at run time.
+                redirect_host: "localhost",
+            }
+        }
+        OAuthProvider::Yahoo => ProviderOAuth {
+            name: "Yahoo",
+            auth_url: "https://api.login.yahoo.com/oauth2/request_auth".into(),
+            token_url: "https://api.login.yahoo.com/oauth2/get_token".into(),
+            device_url: None,
+            scopes: strings(&["mail-w"]),
+            app_only_scopes: Vec::new(),
+            auth_params: Vec::new(),
+            redirect_host: "localhost",
+        },
+        OAuthProvider::Aol => ProviderOAuth {
+            name: "AOL",
+            auth_url: "https://api.login.aol.com/oauth2/request_auth".into(),
+            token_url: "https://api.login.aol.com/oauth2/get_token".into(),
+            device_url: None,
+            scopes: strings(&["mail-w"]),
+            app_only_scopes: Vec::new(),
+            auth_params: Vec::new(),
+            redirect_host: "localhost",
+        },
+    }
+}
+
 /// How a daily limit is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 pub enum Window {

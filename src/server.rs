@@ -25,7 +25,7 @@ use crate::imap::proxy::{self, ImapContext};
 use crate::imap::upstream::ImapAccount;
 use crate::io::MaybeTls;
 use crate::providers::TlsMode;
-use crate::route::Router;
+use crate::smtp::route::Router;
 use crate::smtp::session::{self, SmtpContext};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Router(#[from] crate::route::RouterError),
+    Router(#[from] crate::smtp::route::RouterError),
     #[error("quota store: {0}")]
     Store(#[from] crate::pool::StoreError),
     #[error("pools: {0}")]

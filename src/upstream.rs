@@ -2,6 +2,7 @@
 //! TCP, TLS with the account's trust anchors) and the typed failures with the
 //! fix a user needs (DESIGN.md, "Errors a user sees").
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +15,132 @@ use tokio_rustls::TlsConnector;
 use crate::auth::credentials::CredentialError;
 use crate::config::Endpoint;
 use crate::providers::TlsMode;
-use crate::smtp::codec::Reply;
+
+/// Where in a conversation with an upstream something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Greeting,
+    TlsHandshake,
+    Ehlo,
+    StartTls,
+    Auth,
+    MailFrom,
+    RcptTo,
+    Data,
+    /// The message bytes (DATA's body or a BDAT chunk).
+    Message,
+    /// The final reply after the message.
+    MessageEnd,
+    Rset,
+    Quit,
+    Capability,
+    Login,
+    Authenticate,
+    LiteralContinuation,
+    /// Any other command.
+    Command,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Greeting => "the greeting",
+            Stage::TlsHandshake => "the TLS handshake",
+            Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
+            Stage::MailFrom => "MAIL FROM",
+            Stage::RcptTo => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Message => "the message",
+            Stage::MessageEnd => "the end of the message",
+            Stage::Rset => "RSET",
+            Stage::Quit => "QUIT",
+            Stage::Capability => "CAPABILITY",
+            Stage::Login => "LOGIN",
+            Stage::Authenticate => "AUTHENTICATE",
+            Stage::LiteralContinuation => "a literal continuation",
+            Stage::Command => "a command",
+        })
+    }
+}
+
+/// Which credential an upstream refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    AppPassword,
+    AccessToken,
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CredentialKind::AppPassword => "app password",
+            CredentialKind::AccessToken => "access token",
+        })
+    }
+}
+
+/// Why TLS with an upstream did not come up.
+#[derive(Debug, Clone)]
+pub enum TlsFailure {
+    /// The handshake failed; the `io::Error` carries the `rustls::Error`.
+    Handshake(Arc<std::io::Error>),
+    /// The server answered STARTTLS with a refusal.
+    StartTlsRefused(String),
+    /// The host cannot be a TLS server name.
+    BadName,
+}
+
+impl TlsFailure {
+    /// The rustls error behind a failed handshake.
+    pub fn rustls(&self) -> Option<&rustls::Error> {
+        match self {
+            TlsFailure::Handshake(e) => e.get_ref()?.downcast_ref::<rustls::Error>(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::Handshake(e) => write!(f, "{e}"),
+            TlsFailure::StartTlsRefused(r) => write!(f, "STARTTLS refused: {r}"),
+            TlsFailure::BadName => f.write_str("the host is not a valid TLS server name"),
+        }
+    }
+}
+
+/// What an upstream failure or reply means for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Daily sending quota reached (Gmail 550 5.4.5, Microsoft 554 5.2.0 SubmissionQuotaExceeded).
+    Quota,
+    /// Slow down: 421 4.7.0, 432 4.3.2, 454 4.7.0, 451 4.7.x rate limits.
+    Throttled,
+    /// The mailbox may not send as this From (550 5.7.1 relay denied, 5.7.60 SendAsDenied).
+    SenderDenied,
+    /// The mailbox's credential was refused (parks it until the credential changes).
+    Auth,
+    /// The server refuses one more simultaneous connection: a matter of the
+    /// connection count, never a reason to park the mailbox.
+    TooManyConnections,
+    Transient,
+    Permanent,
+}
 
 /// Why talking to the upstream failed. Each maps to one client reply.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot resolve {target}: {reason}")]
     Resolve { target: String, reason: String },
-    #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: Arc<std::io::Error>,
+    },
     #[error("connecting to {target} timed out")]
     ConnectTimeout { target: String },
     #[error("{target} sent no greeting within {secs} s")]
@@ -33,10 +151,10 @@ pub enum UpstreamError {
     },
     #[error("{target} refused the connection: {detail}")]
     Greeting { target: String, detail: String },
-    #[error("TLS handshake with {target} failed: {reason}")]
+    #[error("TLS handshake with {target} failed: {failure}")]
     Tls {
         target: String,
-        reason: String,
+        failure: TlsFailure,
         tls: TlsMode,
     },
     #[error("{target} does not offer STARTTLS")]
@@ -47,10 +165,10 @@ pub enum UpstreamError {
         offered: String,
         needed: &'static str,
     },
-    #[error("upstream rejected the {what} of account {account}: {detail}")]
+    #[error("upstream rejected the {kind} of account {account}: {detail}")]
     AuthRejected {
         account: String,
-        what: &'static str,
+        kind: CredentialKind,
         detail: String,
     },
     #[error("upstream could not check the login of account {account} right now: {detail}")]
@@ -65,12 +183,19 @@ pub enum UpstreamError {
     Credential(#[from] CredentialError),
     #[error("{target} broke the protocol: {what}")]
     Protocol { target: String, what: String },
-    #[error("connection to {target} lost: {reason}")]
-    Io { target: String, reason: String },
+    #[error("connection to {target} lost: {source}")]
+    Io {
+        target: String,
+        source: Arc<std::io::Error>,
+    },
+    #[error("connection to {target} lost: closed while waiting for {stage}")]
+    Closed { target: String, stage: Stage },
+    #[error("{target} ended the session: {text}")]
+    Bye { target: String, text: String },
     #[error("{target} timed out: no answer to {stage} within {secs} s")]
     Timeout {
         target: String,
-        stage: &'static str,
+        stage: Stage,
         secs: u64,
     },
 }
@@ -110,39 +235,20 @@ impl UpstreamError {
                 ),
                 TlsMode::Implicit => "the server accepted TLS but stayed silent; check the port".into(),
             },
-            UpstreamError::Tls { target, reason, tls } => {
-                if reason.contains("corrupt message") || reason.contains("InvalidContentType") || reason.contains("invalid") && reason.contains("message") {
-                    format!(
-                        "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
-                    )
-                } else if reason.contains("certificate") || reason.contains("UnknownIssuer") || reason.contains("NotValidForName") {
-                    format!(
-                        "the certificate of {target} is not valid for that name or not trusted: check the host name, or add its CA with ca_file"
-                    )
-                } else if reason.contains("version") || reason.contains("ProtocolVersion") {
-                    "the server offers only TLS older than 1.2, which Postern refuses".into()
-                } else if *tls == TlsMode::Implicit {
-                    format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
-                } else {
-                    format!("TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)")
-                }
-            }
+            UpstreamError::Tls { target, failure, tls } => tls_hint(target, failure, *tls),
             UpstreamError::NoStartTls { target } => format!(
                 "{target} does not offer STARTTLS, so the credentials would travel in plaintext; use the provider's implicit-TLS port (465) with tls = \"implicit\""
             ),
             UpstreamError::NoMechanism { needed, .. } => {
                 format!("the server does not accept {needed}; check auth = … for this account")
             }
-            UpstreamError::AuthRejected { account, what, .. } => {
-                if *what == "access token" {
-                    format!("the token was refused: renew consent with `postern auth {account}` or check token_command")
-                } else {
-                    "the provider wants an app password (with 2-step verification) or OAuth, not the account password; Google Workspace and Microsoft accept OAuth only".to_string()
-                }
-            }
+            UpstreamError::AuthRejected { account, kind, .. } => match kind {
+                CredentialKind::AccessToken => format!("the token was refused: renew consent with `postern auth {account}` or check token_command"),
+                CredentialKind::AppPassword => "the provider wants an app password (with 2-step verification) or OAuth, not the account password; Google Workspace and Microsoft accept OAuth only".to_string(),
+            },
             UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
             UpstreamError::TooManyConnections { .. } => "the provider caps simultaneous connections per mailbox; lower the number of programs sending at once through this account, or try again shortly".into(),
-            UpstreamError::Timeout { stage, .. } if *stage == "the end of the message" => {
+            UpstreamError::Timeout { stage: Stage::MessageEnd, .. } => {
                 "the server took the whole message but did not confirm it in time (upstream_data_timeout); it may have been delivered anyway, so a retry can duplicate it".into()
             }
             UpstreamError::Timeout { target, .. } => format!(
@@ -159,8 +265,7 @@ impl UpstreamError {
     }
 
     /// What this failure means for routing.
-    pub fn verdict(&self) -> crate::smtp::upstream::Verdict {
-        use crate::smtp::upstream::Verdict;
+    pub fn verdict(&self) -> Verdict {
         match self {
             UpstreamError::AuthRejected { .. } => Verdict::Auth,
             UpstreamError::Credential(CredentialError::Token(t)) if t.is_transient() => {
@@ -172,26 +277,37 @@ impl UpstreamError {
             _ => Verdict::Transient,
         }
     }
+}
 
-    /// The SMTP reply a local client gets for this failure.
-    pub fn smtp_reply(&self) -> Reply {
-        let text = match self.hint() {
-            Some(h) => format!("{self}. Fix: {h}"),
-            None => self.to_string(),
-        };
-        match self {
-            UpstreamError::AuthRejected { .. }
-            | UpstreamError::AuthTemporary { .. }
-            | UpstreamError::Credential(_) => Reply::new(454, "4.7.0", text),
-            UpstreamError::Tls { .. }
-            | UpstreamError::NoStartTls { .. }
-            | UpstreamError::NoMechanism { .. } => Reply::new(454, "4.7.0", text),
-            UpstreamError::Connect { .. }
-            | UpstreamError::ConnectTimeout { .. }
-            | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
-            UpstreamError::TooManyConnections { .. } => Reply::new(451, "4.4.5", text),
-            _ => Reply::new(451, "4.4.2", text),
+/// The fix for a TLS failure, from the rustls error behind it.
+fn tls_hint(target: &str, failure: &TlsFailure, tls: TlsMode) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match failure.rustls() {
+        // A mail server speaks first: plaintext bytes read as a TLS record.
+        Some(E::InvalidMessage(_)) | Some(E::PeerSentOversizedRecord) => format!(
+            "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
+        ),
+        Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => format!(
+            "the certificate of {target} is not valid for that name: check the host name"
+        ),
+        Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
+            format!("the certificate of {target} has expired")
         }
+        Some(E::InvalidCertificate(_)) => format!(
+            "the certificate of {target} is not trusted: check the host name, or add its CA with ca_file"
+        ),
+        Some(E::PeerIncompatible(_)) | Some(E::AlertReceived(A::ProtocolVersion)) => {
+            "the server offers only TLS older than 1.2, which Postern refuses".into()
+        }
+        _ if matches!(failure, TlsFailure::StartTlsRefused(_)) => {
+            format!("{target} refused STARTTLS; use its implicit-TLS port with tls = \"implicit\"")
+        }
+        _ if tls == TlsMode::Implicit => {
+            format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
+        }
+        _ => format!(
+            "TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)"
+        ),
     }
 }
 
@@ -216,7 +332,7 @@ pub async fn read_more<S, B>(
     buf: &mut B,
     deadline: tokio::time::Instant,
     target: &str,
-    stage: &'static str,
+    stage: Stage,
     secs: u64,
 ) -> Result<(), UpstreamError>
 where
@@ -225,14 +341,14 @@ where
 {
     use tokio::io::AsyncReadExt;
     match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-        Ok(Ok(0)) => Err(UpstreamError::Io {
+        Ok(Ok(0)) => Err(UpstreamError::Closed {
             target: target.to_owned(),
-            reason: format!("connection closed while waiting for {stage}"),
+            stage,
         }),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(UpstreamError::Io {
             target: target.to_owned(),
-            reason: e.to_string(),
+            source: Arc::new(e),
         }),
         Err(_) => Err(UpstreamError::Timeout {
             target: target.to_owned(),
@@ -248,7 +364,7 @@ pub async fn write_within<S>(
     data: &[u8],
     timeout: Duration,
     target: &str,
-    stage: &'static str,
+    stage: Stage,
 ) -> Result<(), UpstreamError>
 where
     S: tokio::io::AsyncWrite + Unpin,
@@ -263,7 +379,7 @@ where
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(UpstreamError::Io {
             target: target.to_owned(),
-            reason: e.to_string(),
+            source: Arc::new(e),
         }),
         Err(_) => Err(UpstreamError::Timeout {
             target: target.to_owned(),
@@ -309,7 +425,7 @@ pub async fn dial(
             Ok(Err(e)) => {
                 last_err = UpstreamError::Connect {
                     target: target.clone(),
-                    reason: e.to_string(),
+                    source: Arc::new(e),
                 }
             }
             Err(_) => {
@@ -340,7 +456,7 @@ where
         .to_owned();
     let name = ServerName::try_from(host).map_err(|_| UpstreamError::Tls {
         target: target.clone(),
-        reason: "the host is not a valid TLS server name".into(),
+        failure: TlsFailure::BadName,
         tls: endpoint.tls,
     })?;
     let connector = TlsConnector::from(tls.clone());
@@ -348,7 +464,7 @@ where
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(UpstreamError::Tls {
             target,
-            reason: e.to_string(),
+            failure: TlsFailure::Handshake(Arc::new(e)),
             tls: endpoint.tls,
         }),
         // Mail servers speak first, so a STARTTLS port answers a ClientHello
@@ -356,8 +472,30 @@ where
         // server is frozen or overloaded.
         Err(_) => Err(UpstreamError::Timeout {
             target,
-            stage: "the TLS handshake",
+            stage: Stage::TlsHandshake,
             secs: timeout.as_secs().max(1),
         }),
     }
+}
+
+/// After the server said yes to STARTTLS: refuse anything it sent after that
+/// reply (it arrived in plaintext: the CVE-2011-0411 injection class), then
+/// the TLS handshake over the same socket.
+pub async fn starttls<IO>(
+    pending: &[u8],
+    plain: IO,
+    endpoint: &Endpoint,
+    tls: &Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<IO>, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if !pending.is_empty() {
+        return Err(UpstreamError::Protocol {
+            target: format!("{}:{}", endpoint.host, endpoint.port),
+            what: "data after the STARTTLS reply (possible injection)".into(),
+        });
+    }
+    tls_connect(endpoint, tls, plain, timeout).await
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::command::CommandSource;
 use crate::auth::oauth::TokenManager;
 use crate::auth::token::{TokenError, TokenSource};
 use crate::config::{Account, AuthMethod, Config, PasswordSource};
@@ -44,7 +45,7 @@ impl Credential {
         match a.auth {
             AuthMethod::Password => a.password.clone().map(Credential::Password),
             AuthMethod::Oauth2 => match a.token_command.as_deref() {
-                Some(cmd) => Some(Credential::Bearer(TokenSource::command(&a.name, cmd))),
+                Some(cmd) => Some(Credential::Bearer(CommandSource::source(&a.name, cmd))),
                 None => tokens
                     .and_then(|m| m.source(&a.name))
                     .map(Credential::Bearer),

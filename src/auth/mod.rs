@@ -1,5 +1,6 @@
 //! Local logins and upstream credentials. Knows nothing of SMTP or IMAP.
 
+pub mod command;
 pub mod credentials;
 pub mod oauth;
 pub mod store;

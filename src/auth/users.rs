@@ -134,7 +134,7 @@ impl Users {
             Err(e) => {
                 let delay = self.record_failure(&mut failures);
                 drop(failures);
-                tracing::info!(user = %crate::smtp::codec::sanitize(name, 64), delay_ms = delay.as_millis() as u64, "local login failed");
+                tracing::info!(user = %crate::text::sanitize(name, 64), delay_ms = delay.as_millis() as u64, "local login failed");
                 tokio::time::sleep(delay).await;
                 Err(e)
             }

@@ -23,7 +23,7 @@ use crate::io::{MaybeTls, ReadAhead};
 use crate::providers::TlsMode;
 use crate::sasl::{self, Mechanism};
 use crate::secret::Secret;
-use crate::upstream::UpstreamError;
+use crate::upstream::{CredentialKind, Stage, UpstreamError};
 
 /// Caps for reading the upstream before login.
 const RESPONSE_LIMITS: Limits = Limits {
@@ -78,7 +78,7 @@ impl ImapAccount {
 pub type UpstreamStream =
     MaybeTls<TcpStream, tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>;
 
-/// The TLS handshake over `tcp` (implicit TLS, or after STARTTLS).
+/// The TLS handshake over `tcp` (implicit TLS).
 async fn tls_over(cfg: &ImapAccount, tcp: TcpStream) -> Result<UpstreamStream, UpstreamError> {
     let tls =
         crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, ReadAhead::new(tcp), cfg.timeout)
@@ -136,7 +136,7 @@ impl ImapUpstream {
             next_tag: 1,
             preauth: false,
         };
-        let greeting = match up.read_frame("the greeting", up.deadline()).await {
+        let greeting = match up.read_frame(Stage::Greeting, up.deadline()).await {
             Ok(f) => f,
             Err(UpstreamError::Timeout { .. }) => {
                 return Err(UpstreamError::NoGreeting {
@@ -192,20 +192,24 @@ impl ImapUpstream {
                 deadline,
             )
             .await?;
-            let done = up.tagged(&tag, "STARTTLS", deadline).await?;
+            let done = up.tagged(&tag, Stage::StartTls, deadline).await?;
             if done.status != Status::Ok {
                 return Err(UpstreamError::NoStartTls { target });
             }
-            if !up.rbuf.is_empty() {
-                return Err(UpstreamError::Protocol {
-                    target,
-                    what: "data after the STARTTLS reply (possible injection)".into(),
-                });
-            }
-            let MaybeTls::Plain(tcp) = up.stream else {
-                unreachable!("plaintext before STARTTLS")
-            };
-            up.stream = tls_over(cfg, tcp).await?;
+            up.stream = up
+                .stream
+                .upgrade(|tcp| async {
+                    let tls = crate::upstream::starttls(
+                        &up.rbuf,
+                        ReadAhead::new(tcp),
+                        &cfg.endpoint,
+                        &cfg.tls,
+                        cfg.timeout,
+                    )
+                    .await?;
+                    Ok::<_, UpstreamError>(tls)
+                })
+                .await?;
             up.framer = Framer::for_responses(RESPONSE_LIMITS);
             up.caps.clear();
         }
@@ -228,7 +232,7 @@ impl ImapUpstream {
         t
     }
 
-    async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
+    async fn write(&mut self, data: &[u8], stage: Stage) -> Result<(), UpstreamError> {
         crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage)
             .await
     }
@@ -248,7 +252,9 @@ impl ImapUpstream {
             if i > 0 {
                 // Wait for the continuation before a synchronising literal.
                 loop {
-                    let f = self.read_frame("a literal continuation", deadline).await?;
+                    let f = self
+                        .read_frame(Stage::LiteralContinuation, deadline)
+                        .await?;
                     match codec::parse_response(&f) {
                         Ok(Response::Continue(_)) => break,
                         Ok(Response::Status(s)) if s.tag.is_some() => {
@@ -264,7 +270,7 @@ impl ImapUpstream {
                     }
                 }
             }
-            self.write(part, "a command").await?;
+            self.write(part, Stage::Command).await?;
         }
         Ok(())
     }
@@ -273,7 +279,7 @@ impl ImapUpstream {
     /// read's: see [`ImapUpstream::deadline`]).
     async fn read_frame(
         &mut self,
-        stage: &'static str,
+        stage: Stage,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, UpstreamError> {
         loop {
@@ -305,7 +311,7 @@ impl ImapUpstream {
     async fn tagged(
         &mut self,
         tag: &Tag,
-        stage: &'static str,
+        stage: Stage,
         deadline: tokio::time::Instant,
     ) -> Result<StatusResponse, UpstreamError> {
         for _ in 0..MAX_RESPONSES {
@@ -313,9 +319,9 @@ impl ImapUpstream {
             match codec::parse_response(&f) {
                 Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
                 Ok(Response::Status(s)) if s.tag.is_none() && s.status == Status::Bye => {
-                    return Err(UpstreamError::Io {
+                    return Err(UpstreamError::Bye {
                         target: self.target.clone(),
-                        reason: format!("server said BYE: {}", s.text),
+                        text: s.text,
                     })
                 }
                 Ok(Response::Capability(c)) => self.caps = c,
@@ -339,7 +345,7 @@ impl ImapUpstream {
             deadline,
         )
         .await?;
-        let done = self.tagged(&tag, "CAPABILITY", deadline).await?;
+        let done = self.tagged(&tag, Stage::Capability, deadline).await?;
         if done.status != Status::Ok {
             return Err(UpstreamError::Protocol {
                 target: self.target.clone(),
@@ -349,7 +355,7 @@ impl ImapUpstream {
         Ok(())
     }
 
-    fn too_many_responses(&self, stage: &str) -> UpstreamError {
+    fn too_many_responses(&self, stage: Stage) -> UpstreamError {
         UpstreamError::Protocol {
             target: self.target.clone(),
             what: format!("more than {MAX_RESPONSES} responses to {stage} without completing it"),
@@ -374,10 +380,10 @@ impl ImapUpstream {
         let tag = self.tag();
         let mut fresh = true;
         let mut used_token = None;
-        let what;
+        let kind;
         let done = match &cfg.credential {
             Credential::Password(src) => {
-                what = "app password";
+                kind = CredentialKind::AppPassword;
                 let pw = Credential::password(&cfg.account, src)
                     .map_err(|e| LoginFailure::Error(e.into()))?;
                 if !codec::has_capability(&self.caps, "LOGINDISABLED") {
@@ -393,7 +399,7 @@ impl ImapUpstream {
                         deadline,
                     )
                     .await?;
-                    self.tagged(&tag, "LOGIN", deadline).await?
+                    self.tagged(&tag, Stage::Login, deadline).await?
                 } else if self.offers(Mechanism::Plain) {
                     let raw = sasl::plain_encode("", &cfg.username, &pw);
                     self.authenticate(&tag, Mechanism::Plain, &raw).await?
@@ -406,7 +412,7 @@ impl ImapUpstream {
                 }
             }
             Credential::Bearer(src) => {
-                what = "access token";
+                kind = CredentialKind::AccessToken;
                 let mech = if self.offers(Mechanism::XOAuth2) {
                     Mechanism::XOAuth2
                 } else if self.offers(Mechanism::OAuthBearer) {
@@ -461,7 +467,7 @@ impl ImapUpstream {
                 }
                 let e = UpstreamError::AuthRejected {
                     account: cfg.account.clone(),
-                    what,
+                    kind,
                     detail,
                 };
                 match used_token {
@@ -509,7 +515,7 @@ impl ImapUpstream {
         // XOAUTH2 or OAUTHBEARER.
         let mut continuations = 0;
         for _ in 0..MAX_RESPONSES {
-            let f = self.read_frame("AUTHENTICATE", deadline).await?;
+            let f = self.read_frame(Stage::Authenticate, deadline).await?;
             match codec::parse_response(&f) {
                 Ok(Response::Status(s)) if s.tag.as_ref() == Some(tag) => return Ok(s),
                 Ok(Response::Capability(c)) => self.caps = c,
@@ -543,13 +549,13 @@ impl ImapUpstream {
                             what: format!("cannot encode the SASL answer: {e}"),
                         }
                     })?;
-                    self.write(&line, "AUTHENTICATE").await?;
+                    self.write(&line, Stage::Authenticate).await?;
                 }
                 Ok(_) => {}
                 Err(e) => debug!(error = %e, "unparsed upstream response ignored"),
             }
         }
-        Err(self.too_many_responses("AUTHENTICATE"))
+        Err(self.too_many_responses(Stage::Authenticate))
     }
 
     /// Connect and log in, retrying once with a new token when the server

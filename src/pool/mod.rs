@@ -53,6 +53,8 @@
 //! direct sends through an account (no pool) count too: reserve/commit/release on the account.
 //! ```
 
+mod quota;
+mod record;
 mod redis_store;
 mod sqlite_store;
 mod store;
@@ -64,113 +66,26 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{Account, Config, Ramp, Strategy};
+use crate::config::{Config, Strategy};
 use crate::providers::Window;
 
+pub use quota::{PoolError, Quota};
+pub use record::{
+    throttle_backoff, LastError, ParkKind, Parked, Reservation, StoreError, STALE_AFTER_MS,
+};
 pub use redis_store::RedisStore;
 pub use sqlite_store::SqliteStore;
-pub use store::{
-    throttle_backoff, LastError, ParkKind, Parked, Reservation, Store, StoreError,
-    DEFAULT_REDIS_PREFIX, SQLITE_FILE,
-};
+pub use store::{Store, DEFAULT_REDIS_PREFIX, REDIS_EPOCH_FILE, SQLITE_FILE};
 pub use window::{Ceiling, Limit, LimitSource, QuotaWindow, CEILING_TTL, FOREVER};
 
-use store::{Claim, Loaded, Reserved};
+use record::{Claim, Loaded, Record, Reserved};
 use strategy::{Candidate, StrategyState};
-use window::{add, effective_limit, room_at, RoomInput};
-
-/// A pool-layer failure.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("no pool named `{0}`")]
-    UnknownPool(String),
-    #[error("no account named `{0}`")]
-    UnknownAccount(String),
-    #[error("account `{account}`: time_zone `{zone}` is not a known IANA time zone ({message})")]
-    TimeZone {
-        account: String,
-        zone: String,
-        message: String,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl PoolError {
-    /// Whether the store lost its state ([`StoreError::Lost`]).
-    pub fn is_store_lost(&self) -> bool {
-        matches!(self, PoolError::Store(e) if e.is_lost())
-    }
-}
-
-/// One account's limits, resolved from the config (time zone looked up).
-#[derive(Debug, Clone)]
-pub struct Quota {
-    /// `daily_limit`, or the preset's; `None`: no limit.
-    pub daily_limit: Option<u32>,
-    pub window: QuotaWindow,
-    /// The IANA name, for calendar-day windows.
-    pub time_zone: Option<String>,
-    pub min_interval: Duration,
-    pub jitter: Duration,
-    pub ramp: Option<Ramp>,
-}
-
-impl Quota {
-    /// Resolves an account's limits. Fails only on an unknown time zone, so
-    /// `check-config` can call it too.
-    pub fn from_account(config: &Config, account: &Account) -> Result<Quota, PoolError> {
-        let window = match account.window {
-            Window::Rolling24h => QuotaWindow::Rolling24h,
-            Window::CalendarDay => {
-                let zone = account.time_zone.as_deref().unwrap_or("UTC");
-                let tz = TimeZone::get(zone).map_err(|e| PoolError::TimeZone {
-                    account: account.name.clone(),
-                    zone: zone.to_owned(),
-                    message: e.to_string(),
-                })?;
-                QuotaWindow::CalendarDay(tz)
-            }
-        };
-        Ok(Quota {
-            daily_limit: config.daily_limit(account),
-            time_zone: match window {
-                QuotaWindow::CalendarDay(_) => {
-                    Some(account.time_zone.clone().unwrap_or_else(|| "UTC".into()))
-                }
-                QuotaWindow::Rolling24h => None,
-            },
-            window,
-            min_interval: account.min_interval.unwrap_or_default(),
-            jitter: account.jitter.unwrap_or_default(),
-            ramp: account.ramp,
-        })
-    }
-
-    /// Whether sends from this mailbox are spaced out (`min_interval` or
-    /// `jitter`). Without pacing a pick never waits for another session's
-    /// pick: the pacing slot is neither checked nor claimed.
-    pub fn paced(&self) -> bool {
-        !self.min_interval.is_zero() || !self.jitter.is_zero()
-    }
-
-    /// The effective limit given what the store recorded.
-    pub(crate) fn limit(&self, record: &store::Record, now: Timestamp) -> Limit {
-        effective_limit(
-            self.daily_limit,
-            self.ramp,
-            record.first_send,
-            record.ceiling,
-            now,
-        )
-    }
-}
+use window::{add, room_at, RoomInput};
 
 /// The answer to [`Pools::reserve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -570,7 +485,7 @@ impl Pools {
                     limit: 0,
                     weight: m.weight,
                 });
-                limits.push(quota.limit(&store::Record::default(), now));
+                limits.push(quota.limit(&Record::default(), now));
                 skipped.push(Some(Skipped {
                     account: m.account.clone(),
                     why: SkipReason::Excluded,

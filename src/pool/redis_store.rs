@@ -25,12 +25,12 @@ use jiff::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::store::{
+use super::quota::Quota;
+use super::record::{
     throttle_backoff, Claim, LastError, Loaded, ParkKind, Parked, Record, Reservation, Reserved,
     StoreError,
 };
 use super::window::{ms_to_ts, Ceiling, DAY_MS, FOREVER, KEEP_MS};
-use super::Quota;
 
 /// Units and in-flight sets expire (real time) this long after their last
 /// reserve, so mailboxes that stop sending leave nothing behind.
@@ -440,7 +440,7 @@ impl RedisStore {
             .arg(1)
             .query_async(&mut con)
             .await?;
-        let record = Record::from_fields(&fields);
+        let record = record_from_fields(&fields);
         let limit = quota.limit(&record, now);
         let mut all = Vec::new();
         if u64::from(counted) + u64::from(need) > u64::from(limit.value) {
@@ -724,6 +724,46 @@ impl RedisStore {
             .query_async::<()>(&mut con)
             .await?;
         Ok(())
+    }
+}
+
+/// A record from the fields of the `state` hash.
+fn record_from_fields(f: &HashMap<String, String>) -> Record {
+    let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
+    let ts = |k: &str| int(k).and_then(ms_to_ts);
+    let ceiling = match (int("ceiling"), ts("ceiling_until")) {
+        (Some(v), Some(until)) => Some(Ceiling {
+            value: u32::try_from(v.max(0)).unwrap_or(u32::MAX),
+            until,
+        }),
+        _ => None,
+    };
+    let parked = match (ts("parked_until"), f.get("park_kind")) {
+        (Some(until), Some(kind)) => Some(Parked {
+            until,
+            since: ts("parked_since").unwrap_or(until),
+            kind: ParkKind::parse(kind),
+            reason: f.get("park_reason").cloned().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let last_error = match (ts("last_error_at"), f.get("last_error")) {
+        (Some(at), Some(text)) => Some(LastError {
+            at,
+            text: text.clone(),
+        }),
+        _ => None,
+    };
+    Record {
+        first_send: ts("first_send"),
+        ceiling,
+        last_pick: ts("last_pick"),
+        pace_until: ts("pace_until"),
+        parked,
+        throttles: int("throttles")
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(0),
+        last_error,
     }
 }
 

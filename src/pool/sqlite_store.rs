@@ -36,12 +36,12 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::store::{
+use super::quota::Quota;
+use super::record::{
     throttle_backoff, Claim, LastError, Loaded, ParkKind, Parked, Record, Reservation, Reserved,
     StoreError,
 };
 use super::window::{add, ms_to_ts, Ceiling, KEEP_MS};
-use super::Quota;
 
 /// `PRAGMA user_version` of the schema below.
 const SCHEMA_VERSION: i64 = 2;

@@ -6,6 +6,8 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::text::sanitize;
+
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
 /// AUTH initial responses (RFC 4954 4) may be longer; the session passes its
 /// own cap, this is the default.
@@ -487,19 +489,6 @@ impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.code, self.text())
     }
-}
-
-/// Make text safe for one reply line: no CR, LF or other controls, bounded.
-pub fn sanitize(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 /// Result of parsing a reply from the front of a buffer.

@@ -232,12 +232,7 @@ impl PoolRoute {
             None => "no mailbox can take this many recipients; send fewer per message".to_owned(),
         };
         let last = last
-            .map(|o| {
-                format!(
-                    " (last refusal: {})",
-                    crate::smtp::codec::sanitize(&o.detail, 160)
-                )
-            })
+            .map(|o| format!(" (last refusal: {})", crate::text::sanitize(&o.detail, 160)))
             .unwrap_or_default();
         Reply::new(
             451,
@@ -414,7 +409,7 @@ impl PoolTransaction {
                                 "Pool {}: mailbox {account} refused recipient {} on failover ({}); message not sent, try again",
                                 route.name,
                                 self.accepted[bad],
-                                crate::smtp::codec::sanitize(&o.detail, 160)
+                                crate::text::sanitize(&o.detail, 160)
                             ),
                         )));
                     }

@@ -20,10 +20,10 @@ use crate::auth::users::{LoginError, Users};
 use crate::config::{Limits, User};
 use crate::io::MaybeTls;
 use crate::providers::TlsMode;
-use crate::route::{Router, SessionInfo, Transaction};
 use crate::sasl;
 use crate::secret::Secret;
 use crate::smtp::codec::{self, Command, DataDecoder, DataProgress, Line, MailParams, Path, Reply};
+use crate::smtp::route::{Router, SessionInfo, Transaction};
 
 /// Longest command line accepted (Postfix uses 2048 too; RFC 5321's 512 is a
 /// floor). AUTH responses fit comfortably.

@@ -19,7 +19,8 @@ use crate::providers::TlsMode;
 use crate::sasl::{self, Mechanism};
 use crate::secret::Secret;
 use crate::smtp::codec::{self, MailParams, Path, Reply, ReplyParse};
-pub use crate::upstream::UpstreamError;
+use crate::upstream::{CredentialKind, Stage, TlsFailure};
+pub use crate::upstream::{UpstreamError, Verdict};
 
 /// A connection idle for longer than this gets a health check before reuse.
 const HEALTH_CHECK_AFTER: Duration = Duration::from_secs(5);
@@ -52,24 +53,6 @@ impl UpstreamConfig {
 }
 
 /// What an upstream reply means for routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Accepted,
-    /// Daily sending quota reached (Gmail 550 5.4.5, Microsoft 554 5.2.0 SubmissionQuotaExceeded).
-    Quota,
-    /// Slow down: 421 4.7.0, 432 4.3.2, 454 4.7.0, 451 4.7.x rate limits.
-    Throttled,
-    /// The mailbox may not send as this From (550 5.7.1 relay denied, 5.7.60 SendAsDenied).
-    SenderDenied,
-    /// The mailbox's credential was refused (parks it until the credential changes).
-    Auth,
-    /// The server refuses one more simultaneous connection: a matter of the
-    /// connection count, never a reason to park the mailbox.
-    TooManyConnections,
-    Transient,
-    Permanent,
-}
-
 pub fn classify(r: &Reply) -> Verdict {
     if r.is_positive() {
         return Verdict::Accepted;
@@ -112,8 +95,8 @@ pub fn classify(r: &Reply) -> Verdict {
 /// The client-facing reply for an upstream verdict on MAIL, RCPT or the
 /// message: the upstream's code and text, with the account named; quota and
 /// sender problems rewritten to say what they mean.
-pub fn relay_reply(account: &str, email: &str, stage: &str, r: &Reply) -> Reply {
-    let upstream = codec::sanitize(&r.text(), 300);
+pub fn relay_reply(account: &str, email: &str, stage: Stage, r: &Reply) -> Reply {
+    let upstream = crate::text::sanitize(&r.text(), 300);
     match classify(r) {
         Verdict::Quota => Reply::new(
             451,
@@ -132,16 +115,38 @@ pub fn relay_reply(account: &str, email: &str, stage: &str, r: &Reply) -> Reply 
             let enh = r.enhanced().map(str::to_owned).unwrap_or_else(|| {
                 let class = r.code / 100;
                 match (class, stage) {
-                    (2, "MAIL") => "2.1.0".into(),
-                    (2, "RCPT") => "2.1.5".into(),
+                    (2, Stage::MailFrom) => "2.1.0".into(),
+                    (2, Stage::RcptTo) => "2.1.5".into(),
                     (c, _) => format!("{c}.0.0"),
                 }
             });
             let text = r.text();
             let text = text.strip_prefix(&enh).map(str::trim_start).unwrap_or(&text);
             let code = if (200..600).contains(&r.code) && r.code != 354 { r.code } else { 451 };
-            Reply::new(code, &enh, format!("{} (account {account})", codec::sanitize(text, 300)))
+            Reply::new(code, &enh, format!("{} (account {account})", crate::text::sanitize(text, 300)))
         }
+    }
+}
+
+/// The SMTP reply a local client gets for an upstream failure: the failure
+/// and its fix, under the code that tells the client to retry later.
+pub fn reply_for(e: &UpstreamError) -> Reply {
+    let text = match e.hint() {
+        Some(h) => format!("{e}. Fix: {h}"),
+        None => e.to_string(),
+    };
+    match e {
+        UpstreamError::AuthRejected { .. }
+        | UpstreamError::AuthTemporary { .. }
+        | UpstreamError::Credential(_)
+        | UpstreamError::Tls { .. }
+        | UpstreamError::NoStartTls { .. }
+        | UpstreamError::NoMechanism { .. } => Reply::new(454, "4.7.0", text),
+        UpstreamError::Connect { .. }
+        | UpstreamError::ConnectTimeout { .. }
+        | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
+        UpstreamError::TooManyConnections { .. } => Reply::new(451, "4.4.5", text),
+        _ => Reply::new(451, "4.4.2", text),
     }
 }
 
@@ -233,7 +238,7 @@ impl Connection {
             last_used: Instant::now(),
             dirty: false,
         };
-        let greeting = match c.read_reply_within(cfg.timeout, "the greeting").await {
+        let greeting = match c.read_reply_within(cfg.timeout, Stage::Greeting).await {
             Ok(r) => r,
             Err(UpstreamError::Timeout { .. }) => {
                 return Err(UpstreamError::NoGreeting {
@@ -262,31 +267,27 @@ impl Connection {
             if !c.caps.starttls {
                 return Err(UpstreamError::NoStartTls { target });
             }
-            let r = c.command("STARTTLS", "STARTTLS").await?;
+            let r = c.command("STARTTLS", Stage::StartTls).await?;
             if r.code != 220 {
                 return Err(UpstreamError::Tls {
                     target,
-                    reason: format!("STARTTLS refused: {r}"),
+                    failure: TlsFailure::StartTlsRefused(r.to_string()),
                     tls: ep.tls,
                 });
             }
-            if !c.rbuf.is_empty() {
-                return Err(UpstreamError::Protocol {
-                    target,
-                    what: "data after the STARTTLS reply (possible injection)".into(),
-                });
-            }
-            let MaybeTls::Plain(tcp) = c.stream else {
-                unreachable!("plain before STARTTLS")
-            };
-            c.stream = MaybeTls::Tls(Box::new(tls_connect(cfg, tcp).await?));
+            c.stream = c
+                .stream
+                .upgrade(|tcp| {
+                    crate::upstream::starttls(&c.rbuf, tcp, &cfg.endpoint, &cfg.tls, cfg.timeout)
+                })
+                .await?;
             c.ehlo(&cfg.ehlo_name).await?;
         }
         Ok(c)
     }
 
     async fn ehlo(&mut self, name: &str) -> Result<(), UpstreamError> {
-        let r = self.command(&format!("EHLO {name}"), "EHLO").await?;
+        let r = self.command(&format!("EHLO {name}"), Stage::Ehlo).await?;
         if r.code != 250 {
             return Err(UpstreamError::Protocol {
                 target: self.target.clone(),
@@ -297,7 +298,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn write(&mut self, data: &[u8], stage: &'static str) -> Result<(), UpstreamError> {
+    async fn write(&mut self, data: &[u8], stage: Stage) -> Result<(), UpstreamError> {
         crate::upstream::write_within(&mut self.stream, data, self.timeout, &self.target, stage)
             .await
     }
@@ -305,7 +306,7 @@ impl Connection {
     async fn read_reply_within(
         &mut self,
         t: Duration,
-        stage: &'static str,
+        stage: Stage,
     ) -> Result<Reply, UpstreamError> {
         let deadline = tokio::time::Instant::now() + t;
         loop {
@@ -336,12 +337,12 @@ impl Connection {
         }
     }
 
-    async fn read_reply(&mut self, stage: &'static str) -> Result<Reply, UpstreamError> {
+    async fn read_reply(&mut self, stage: Stage) -> Result<Reply, UpstreamError> {
         self.read_reply_within(self.timeout, stage).await
     }
 
     /// Send one command line and read its reply.
-    async fn command(&mut self, line: &str, stage: &'static str) -> Result<Reply, UpstreamError> {
+    async fn command(&mut self, line: &str, stage: Stage) -> Result<Reply, UpstreamError> {
         let mut buf = Vec::with_capacity(line.len() + 2);
         buf.extend_from_slice(line.as_bytes());
         buf.extend_from_slice(b"\r\n");
@@ -357,7 +358,7 @@ impl Connection {
                     .map_err(|e| AuthFailure::Error(e.into()))?;
                 let r = if self.caps.offers(Mechanism::Plain) {
                     let ir = sasl::encode_response(&sasl::plain_encode("", &cfg.username, &pw));
-                    self.command(&format!("AUTH PLAIN {ir}"), "AUTH").await
+                    self.command(&format!("AUTH PLAIN {ir}"), Stage::Auth).await
                 } else if self.caps.offers(Mechanism::Login) {
                     self.auth_login(&cfg.username, &pw).await
                 } else {
@@ -368,7 +369,7 @@ impl Connection {
                     }));
                 }
                 .map_err(AuthFailure::Error)?;
-                self.auth_outcome(cfg, r, "app password")
+                self.auth_outcome(cfg, r, CredentialKind::AppPassword)
                     .map_err(AuthFailure::Error)
             }
             Credential::Bearer(src) => {
@@ -398,7 +399,7 @@ impl Connection {
                 };
                 let line = format!("AUTH {} {}", mech.as_str(), sasl::encode_response(&raw));
                 let mut r = self
-                    .command(&line, "AUTH")
+                    .command(&line, Stage::Auth)
                     .await
                     .map_err(AuthFailure::Error)?;
                 if r.code == 334 {
@@ -413,11 +414,11 @@ impl Connection {
                     let ack = sasl::encode_response(sasl::bearer_error_ack(mech));
                     let ack = if ack == "=" { String::new() } else { ack };
                     r = self
-                        .command(&ack, "AUTH")
+                        .command(&ack, Stage::Auth)
                         .await
                         .map_err(AuthFailure::Error)?;
                 }
-                match self.auth_outcome(cfg, r, "access token") {
+                match self.auth_outcome(cfg, r, CredentialKind::AccessToken) {
                     Ok(()) => Ok(()),
                     Err(e @ UpstreamError::AuthRejected { .. }) if !token.fresh => {
                         Err(AuthFailure::CachedTokenRefused(token.secret, e))
@@ -429,17 +430,17 @@ impl Connection {
     }
 
     async fn auth_login(&mut self, user: &str, pw: &Secret) -> Result<Reply, UpstreamError> {
-        let r = self.command("AUTH LOGIN", "AUTH").await?;
+        let r = self.command("AUTH LOGIN", Stage::Auth).await?;
         if r.code != 334 {
             return Ok(r);
         }
         let r = self
-            .command(&sasl::encode_response(user.as_bytes()), "AUTH")
+            .command(&sasl::encode_response(user.as_bytes()), Stage::Auth)
             .await?;
         if r.code != 334 {
             return Ok(r);
         }
-        self.command(&sasl::encode_response(pw.expose().as_bytes()), "AUTH")
+        self.command(&sasl::encode_response(pw.expose().as_bytes()), Stage::Auth)
             .await
     }
 
@@ -447,7 +448,7 @@ impl Connection {
         &self,
         cfg: &UpstreamConfig,
         r: Reply,
-        what: &'static str,
+        kind: CredentialKind,
     ) -> Result<(), UpstreamError> {
         match r.code {
             235 => Ok(()),
@@ -465,7 +466,7 @@ impl Connection {
             }),
             _ => Err(UpstreamError::AuthRejected {
                 account: cfg.account.clone(),
-                what,
+                kind,
                 detail: r.to_string(),
             }),
         }
@@ -473,7 +474,7 @@ impl Connection {
 
     /// MAIL FROM with the parameters this upstream supports.
     pub async fn mail(&mut self, from: &Path, params: &MailParams) -> Result<Reply, UpstreamError> {
-        self.command(&self.mail_line(from, params), "MAIL FROM")
+        self.command(&self.mail_line(from, params), Stage::MailFrom)
             .await
     }
 
@@ -492,7 +493,7 @@ impl Connection {
     }
 
     pub async fn rcpt(&mut self, to: &Path) -> Result<Reply, UpstreamError> {
-        self.command(&format!("RCPT TO:{to}"), "RCPT TO").await
+        self.command(&format!("RCPT TO:{to}"), Stage::RcptTo).await
     }
 
     /// The message and the final reply. With CHUNKING (RFC 3030) it goes as
@@ -504,21 +505,21 @@ impl Connection {
             let mut chunk = Vec::with_capacity(message.len() + 32);
             chunk.extend_from_slice(format!("BDAT {} LAST\r\n", message.len()).as_bytes());
             chunk.extend_from_slice(message);
-            self.write(&chunk, "the message").await?;
+            self.write(&chunk, Stage::Message).await?;
             drop(chunk);
             return self
-                .read_reply_within(self.data_timeout, "the end of the message")
+                .read_reply_within(self.data_timeout, Stage::MessageEnd)
                 .await;
         }
-        let r = self.command("DATA", "DATA").await?;
+        let r = self.command("DATA", Stage::Data).await?;
         if r.code != 354 {
             return Ok(r);
         }
         let mut stuffed = Vec::new();
         codec::stuff(message, &mut stuffed);
-        self.write(&stuffed, "the message").await?;
+        self.write(&stuffed, Stage::Message).await?;
         drop(stuffed);
-        self.read_reply_within(self.data_timeout, "the end of the message")
+        self.read_reply_within(self.data_timeout, Stage::MessageEnd)
             .await
     }
 
@@ -545,11 +546,11 @@ impl Connection {
         for r in rcpts {
             buf.push_str(&format!("RCPT TO:{r}\r\n"));
         }
-        self.write(buf.as_bytes(), "MAIL FROM").await?;
-        let m = self.read_reply("MAIL FROM").await?;
+        self.write(buf.as_bytes(), Stage::MailFrom).await?;
+        let m = self.read_reply(Stage::MailFrom).await?;
         let mut rs = Vec::with_capacity(rcpts.len());
         for _ in rcpts {
-            rs.push(self.read_reply("RCPT TO").await?);
+            rs.push(self.read_reply(Stage::RcptTo).await?);
         }
         if !m.is_positive() {
             rs.clear();
@@ -558,11 +559,12 @@ impl Connection {
     }
 
     pub async fn rset(&mut self) -> Result<bool, UpstreamError> {
-        Ok(self.command("RSET", "RSET").await?.code == 250)
+        Ok(self.command("RSET", Stage::Rset).await?.code == 250)
     }
 
     pub async fn quit(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.command("QUIT", "QUIT")).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.command("QUIT", Stage::Quit)).await;
     }
 
     /// Mark that a transaction was abandoned on this connection.
@@ -703,7 +705,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn upstream(account: &str, email: &str, stage: &str, r: &Reply) -> Outcome {
+    fn upstream(account: &str, email: &str, stage: Stage, r: &Reply) -> Outcome {
         Outcome {
             reply: relay_reply(account, email, stage, r),
             verdict: classify(r),
@@ -713,7 +715,7 @@ impl Outcome {
 
     fn failure(e: &UpstreamError) -> Outcome {
         Outcome {
-            reply: e.smtp_reply(),
+            reply: reply_for(e),
             verdict: e.verdict(),
             detail: e.to_string(),
         }
@@ -790,10 +792,10 @@ impl RelayTransaction {
             }
             match conn.envelope(from, params, rcpts).await {
                 Ok((m, rs)) if m.is_positive() => {
-                    let mail = Outcome::upstream(&cfg.account, &cfg.email, "MAIL", &m);
+                    let mail = Outcome::upstream(&cfg.account, &cfg.email, Stage::MailFrom, &m);
                     let rcpt_outcomes = rs
                         .iter()
-                        .map(|r| Outcome::upstream(&cfg.account, &cfg.email, "RCPT", r))
+                        .map(|r| Outcome::upstream(&cfg.account, &cfg.email, Stage::RcptTo, r))
                         .collect();
                     let tx = RelayTransaction {
                         relay: relay.clone(),
@@ -805,7 +807,12 @@ impl RelayTransaction {
                 Ok((m, _)) => {
                     info!(account = %cfg.account, reply = %m, "upstream refused MAIL FROM");
                     relay.checkin(conn);
-                    return Err(Outcome::upstream(&cfg.account, &cfg.email, "MAIL", &m));
+                    return Err(Outcome::upstream(
+                        &cfg.account,
+                        &cfg.email,
+                        Stage::MailFrom,
+                        &m,
+                    ));
                 }
                 Err(e) if reused && attempt == 1 => {
                     debug!(account = %cfg.account, error = %e, "warm connection was stale; reconnecting");
@@ -847,7 +854,12 @@ impl RelayTransaction {
             return self.lost();
         };
         match conn.rcpt(to).await {
-            Ok(r) => Outcome::upstream(&self.relay.cfg.account, &self.relay.cfg.email, "RCPT", &r),
+            Ok(r) => Outcome::upstream(
+                &self.relay.cfg.account,
+                &self.relay.cfg.email,
+                Stage::RcptTo,
+                &r,
+            ),
             Err(e) => {
                 warn!(account = %self.relay.cfg.account, error = %e, "upstream failed at RCPT TO");
                 self.conn = None;
@@ -867,7 +879,7 @@ impl RelayTransaction {
             Ok(r) => {
                 info!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
                 self.relay.checkin(conn);
-                Outcome::upstream(&account, &self.relay.cfg.email, "DATA", &r)
+                Outcome::upstream(&account, &self.relay.cfg.email, Stage::MessageEnd, &r)
             }
             Err(e) => {
                 // The message may or may not have arrived: never claim it did.
@@ -958,16 +970,16 @@ mod tests {
         let x = relay_reply(
             "alice",
             "alice@gmail.com",
-            "RCPT",
+            Stage::RcptTo,
             &r(550, "5.1.1 No such user"),
         );
         assert_eq!(x.to_bytes(), b"550 5.1.1 No such user (account alice)\r\n");
-        let x = relay_reply("alice", "a@x", "MAIL", &r(250, "OK"));
+        let x = relay_reply("alice", "a@x", Stage::MailFrom, &r(250, "OK"));
         assert_eq!(x.to_bytes(), b"250 2.1.0 OK (account alice)\r\n");
         let x = relay_reply(
             "alice",
             "a@x",
-            "DATA",
+            Stage::MessageEnd,
             &r(550, "5.4.5 Daily user sending limit exceeded"),
         );
         assert_eq!(x.code, 451);
@@ -975,10 +987,18 @@ mod tests {
         assert!(x
             .text()
             .contains("Daily sending quota of account alice reached"));
-        let x = relay_reply("alice", "a@x", "MAIL", &r(550, "5.7.60 SendAsDenied"));
+        let x = relay_reply(
+            "alice",
+            "a@x",
+            Stage::MailFrom,
+            &r(550, "5.7.60 SendAsDenied"),
+        );
         assert!(x.text().contains("may not send as this From"));
         // Never pass an odd code through as if it were a verdict.
-        assert_eq!(relay_reply("a", "a@x", "DATA", &r(354, "go")).code, 451);
+        assert_eq!(
+            relay_reply("a", "a@x", Stage::MessageEnd, &r(354, "go")).code,
+            451
+        );
     }
 
     #[test]

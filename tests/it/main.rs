@@ -7,6 +7,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod imap;
+mod layout;
 mod local_smtp;
 mod oauth;
 mod oauth_server;
