@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod capture;
 pub mod config;
+pub mod conn;
 pub mod doctor;
 pub mod imap;
 pub mod io;

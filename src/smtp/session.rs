@@ -3,21 +3,23 @@
 //!
 //! Generic over the stream so tests can drive it without sockets. The session
 //! checks the local login, then hands every transaction to the user's
-//! [`Route`]; it never accepts a message the route did not accept.
+//! [`Route`](crate::smtp::route::Route); it never accepts a message the route
+//! did not accept. Where the dialogue stands is one [`Phase`], moved from one
+//! value to the next.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::users::{LoginError, Users};
 use crate::config::{Limits, User};
+use crate::conn::{Conn, Read, UpgradeError};
 use crate::io::MaybeTls;
 use crate::providers::TlsMode;
 use crate::sasl;
@@ -28,7 +30,6 @@ use crate::smtp::route::{Router, SessionInfo, Transaction};
 /// Longest command line accepted (Postfix uses 2048 too; RFC 5321's 512 is a
 /// floor). AUTH responses fit comfortably.
 pub const MAX_LINE: usize = 2048;
-const READ_CHUNK: usize = 16 * 1024;
 /// Replies queued beyond this are written out before more commands are
 /// handled, so a client that pipelines without reading cannot make us buffer
 /// its replies without bound (it then waits on TCP back-pressure, and the
@@ -55,6 +56,48 @@ struct Mail {
     rcpts: Vec<Path>,
 }
 
+/// Where the dialogue stands. Each phase holds what it knows; commands
+/// move the session from one to the next by value.
+enum Phase {
+    /// Greeted, or just after STARTTLS (RFC 3207 4.2: all is forgotten).
+    Greeted,
+    /// EHLO/HELO given.
+    Helo { helo: String },
+    /// Logged in.
+    Authed { helo: String, user: Arc<User> },
+    /// MAIL FROM accepted: a transaction is open.
+    Mail {
+        helo: String,
+        user: Arc<User>,
+        mail: Box<Mail>,
+    },
+}
+
+impl Phase {
+    fn user(&self) -> Option<&Arc<User>> {
+        match self {
+            Phase::Authed { user, .. } | Phase::Mail { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    fn in_mail(&self) -> bool {
+        matches!(self, Phase::Mail { .. })
+    }
+
+    /// Leave the transaction, if one is open (its route is told); what the
+    /// session knew of the client stays.
+    fn end_mail(self) -> Phase {
+        match self {
+            Phase::Mail { helo, user, mail } => {
+                mail.tx.abort();
+                Phase::Authed { helo, user }
+            }
+            other => other,
+        }
+    }
+}
+
 /// How a session ended (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -66,118 +109,33 @@ pub enum End {
     IoError,
 }
 
+/// What handling a command asks of the loop.
+enum Step {
+    Continue,
+    End(End),
+    /// The client asked for TLS and was told to go ahead.
+    StartTls(TlsAcceptor),
+}
+
 struct Session<S> {
     ctx: Arc<SmtpContext>,
-    stream: Option<MaybeTls<S>>,
+    conn: Conn<S>,
     peer: SocketAddr,
-    local: SocketAddr,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-    helo: Option<String>,
-    user: Option<Arc<User>>,
-    mail: Option<Mail>,
+    phase: Phase,
     bad_commands: u32,
     /// Discarding the rest of an over-long line.
     discarding: bool,
-    /// When the first byte of the command line now pending arrived (None when
-    /// nothing is pending). The line must be complete `idle_timeout` later:
-    /// a deadline, not restarted by each byte, so a client that trickles one
-    /// byte at a time (slowloris) cannot hold a session open.
-    line_started: Option<Instant>,
-    /// When the last read returned data.
-    last_read: Instant,
     /// Shutdown was requested; finish the transaction in flight, then close.
     draining: bool,
 }
 
-enum Read {
-    Data,
-    Closed,
-    /// Silent for `idle_timeout`.
-    Timeout,
-    /// The deadline given to `read_more` passed.
-    Deadline,
-    Shutdown,
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    fn stream(&mut self) -> &mut MaybeTls<S> {
-        self.stream
-            .as_mut()
-            .expect("stream is present outside STARTTLS")
-    }
-
-    fn is_tls(&self) -> bool {
-        self.stream.as_ref().is_some_and(MaybeTls::is_tls)
-    }
-
-    /// Plaintext AUTH is fine over loopback; elsewhere only after TLS.
-    fn auth_allowed(&self) -> bool {
-        self.is_tls() || self.local.ip().is_loopback()
-    }
-
     fn reply(&mut self, r: Reply) {
-        r.encode(&mut self.wbuf);
+        r.encode(self.conn.queue_mut());
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let idle = self.ctx.limits.idle_timeout;
-        let mut buf = std::mem::take(&mut self.wbuf);
-        let written = crate::io::write_to_client(self.stream(), &buf, idle).await;
-        // Keep the buffer's capacity for the next replies.
-        buf.clear();
-        self.wbuf = buf;
-        written
-    }
-
-    /// Read more bytes into `rbuf`, bounded by the idle timeout and by
-    /// `deadline`; between transactions a shutdown request ends the wait.
-    async fn read_more(
-        &mut self,
-        watch_shutdown: bool,
-        deadline: Option<Instant>,
-    ) -> std::io::Result<Read> {
-        let idle_end = Instant::now() + self.ctx.limits.idle_timeout;
-        let (until, hard) = match deadline {
-            Some(d) if d < idle_end => (d, true),
-            _ => (idle_end, false),
-        };
-        let shutdown = self.ctx.shutdown.clone();
-        let watch = watch_shutdown && !self.draining;
-        let len = self.rbuf.len();
-        self.rbuf.reserve(READ_CHUNK);
-        let stream = self.stream.as_mut().expect("stream");
-        let rbuf = &mut self.rbuf;
-        let r = tokio::select! {
-            r = tokio::time::timeout_at(until, stream.read_buf(rbuf)) => match r {
-                Ok(Ok(0)) => Ok(Read::Closed),
-                Ok(Ok(_)) => Ok(Read::Data),
-                Ok(Err(e)) => Err(e),
-                Err(_) => {
-                    self.rbuf.truncate(len);
-                    Ok(if hard { Read::Deadline } else { Read::Timeout })
-                }
-            },
-            _ = shutdown.cancelled(), if watch => Ok(Read::Shutdown),
-        };
-        if let Ok(Read::Data) = r {
-            self.last_read = Instant::now();
-        }
-        r
-    }
-
-    /// Read more of a command line: the line's deadline runs from its first
-    /// byte (see `line_started`).
-    async fn read_line_more(&mut self, watch_shutdown: bool) -> std::io::Result<Read> {
-        let deadline = self.line_started.map(|t| t + self.ctx.limits.idle_timeout);
-        let r = self.read_more(watch_shutdown, deadline).await;
-        if let Ok(Read::Data) = r {
-            self.line_started.get_or_insert(self.last_read);
-        }
-        r
+        self.conn.flush().await
     }
 
     /// The 421 for a command line that did not complete in time.
@@ -192,86 +150,113 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         )
     }
 
-    /// A command line was taken from `rbuf`: whatever follows it arrived with
-    /// the last read, so a pending line (if any) started then.
-    fn line_taken(&mut self) {
-        self.line_started = if self.rbuf.is_empty() && !self.discarding {
-            None
-        } else {
-            Some(self.last_read)
-        };
-    }
-
-    async fn run(&mut self) -> End {
+    /// The whole session: the greeting, then the dialogue, upgraded in
+    /// place when the client asks for STARTTLS.
+    async fn run(mut self) -> End {
         self.reply(Reply::plain(
             220,
             vec![format!("{} ESMTP Postern ready", self.ctx.hostname)],
         ));
-        if self.flush().await.is_err() {
-            return End::IoError;
-        }
+        let end = match self.flush().await {
+            Err(_) => End::IoError,
+            Ok(()) => loop {
+                match self.dialogue().await {
+                    Step::End(end) => break end,
+                    Step::Continue => {}
+                    Step::StartTls(acceptor) => match self.conn.starttls(&acceptor).await {
+                        Ok((conn, dropped)) => {
+                            if dropped > 0 {
+                                warn!(bytes = dropped, "discarding plaintext pipelined after STARTTLS");
+                            }
+                            self.conn = conn;
+                            self.discarding = false;
+                            // RFC 3207 4.2: forget everything learned before TLS.
+                            self.phase = Phase::Greeted;
+                            debug!("STARTTLS done");
+                        }
+                        Err(UpgradeError::Handshake(e)) => {
+                            info!(error = %e, "STARTTLS handshake failed");
+                            return End::IoError;
+                        }
+                        Err(UpgradeError::Timeout) => return End::IdleTimeout,
+                    },
+                }
+            },
+        };
+        let phase = std::mem::replace(&mut self.phase, Phase::Greeted);
+        let _ = phase.end_mail();
+        self.conn.close().await;
+        end
+    }
+
+    /// Commands until the session ends or asks for STARTTLS.
+    async fn dialogue(&mut self) -> Step {
         loop {
             // Handle every complete line already buffered (pipelining), then
             // flush the replies before waiting for more input.
             match self.take_command() {
                 Some(Ok(line)) => {
-                    if let Some(end) = self.handle_line(line).await {
-                        let _ = self.flush().await;
-                        return end;
+                    match self.handle_line(line).await {
+                        Step::Continue => {}
+                        Step::End(end) => {
+                            let _ = self.flush().await;
+                            return Step::End(end);
+                        }
+                        tls @ Step::StartTls(_) => return tls,
                     }
-                    if self.wbuf.len() >= WBUF_FLUSH && self.flush().await.is_err() {
-                        return End::IoError;
+                    if self.conn.queued() >= WBUF_FLUSH && self.flush().await.is_err() {
+                        return Step::End(End::IoError);
                     }
                     continue;
                 }
                 Some(Err(())) => {
                     if self.count_bad() {
                         let _ = self.flush().await;
-                        return End::TooManyErrors;
+                        return Step::End(End::TooManyErrors);
                     }
-                    if self.wbuf.len() >= WBUF_FLUSH && self.flush().await.is_err() {
-                        return End::IoError;
+                    if self.conn.queued() >= WBUF_FLUSH && self.flush().await.is_err() {
+                        return Step::End(End::IoError);
                     }
                     continue;
                 }
                 None => {}
             }
             if self.flush().await.is_err() {
-                return End::IoError;
+                return Step::End(End::IoError);
             }
-            if self.draining && self.mail.is_none() {
+            if self.draining && !self.phase.in_mail() {
                 self.reply(Reply::new(
                     421,
                     "4.3.2",
                     "Service shutting down, please try again later",
                 ));
                 let _ = self.flush().await;
-                return End::Shutdown;
+                return Step::End(End::Shutdown);
             }
-            match self.read_line_more(self.mail.is_none()).await {
+            let watch = !self.phase.in_mail() && !self.draining;
+            match self.conn.read_command_more(watch).await {
                 Ok(Read::Data) => {}
-                Ok(Read::Closed) => return End::ClientClosed,
+                Ok(Read::Closed) => return Step::End(End::ClientClosed),
                 Ok(Read::Timeout) => {
                     self.reply(Reply::new(421, "4.4.2", "Idle timeout, closing connection"));
                     let _ = self.flush().await;
-                    return End::IdleTimeout;
+                    return Step::End(End::IdleTimeout);
                 }
                 Ok(Read::Deadline) => {
                     info!("command line not completed in time (slow client)");
                     self.reply(self.line_deadline_reply());
                     let _ = self.flush().await;
-                    self.abort_mail().await;
-                    return End::IdleTimeout;
+                    return Step::End(End::IdleTimeout);
                 }
                 Ok(Read::Shutdown) => {
                     self.draining = true;
                 }
                 Err(e) => {
                     debug!(error = %e, "read failed");
-                    return End::IoError;
+                    return Step::End(End::IoError);
                 }
             }
-            if self.ctx.shutdown.is_cancelled() {
+            if self.conn.shutting_down() {
                 self.draining = true;
             }
         }
@@ -281,14 +266,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// line was refused (the reply is queued).
     fn take_command(&mut self) -> Option<Result<Vec<u8>, ()>> {
         loop {
-            match codec::take_line(&self.rbuf, MAX_LINE) {
+            match codec::take_line(&self.conn.rbuf, MAX_LINE) {
                 Line::Incomplete => return None,
                 Line::Done { len, consumed } => {
-                    let line = self.rbuf[..len].to_vec();
-                    self.rbuf.drain(..consumed);
+                    let line = self.conn.rbuf[..len].to_vec();
+                    self.conn.rbuf.advance(consumed);
                     let tail = self.discarding;
                     self.discarding = false;
-                    self.line_taken();
+                    self.conn.unit_taken(false);
                     if tail {
                         // The tail of an over-long line: already answered.
                         continue;
@@ -296,11 +281,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Some(Ok(line));
                 }
                 Line::TooLong { consumed, complete } => {
-                    self.rbuf.drain(..consumed);
+                    self.conn.rbuf.advance(consumed);
                     let already = self.discarding;
                     self.discarding = !complete;
                     if complete {
-                        self.line_taken();
+                        self.conn.unit_taken(false);
                     }
                     if already {
                         if complete {
@@ -333,13 +318,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         false
     }
 
-    /// Handle one command line. Returns `Some(end)` when the session is over.
-    async fn handle_line(&mut self, line: Vec<u8>) -> Option<End> {
+    /// `Step::End(TooManyErrors)` when a bad command is one too many.
+    fn bad(&mut self) -> Step {
+        if self.count_bad() {
+            Step::End(End::TooManyErrors)
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// Handle one command line.
+    async fn handle_line(&mut self, line: Vec<u8>) -> Step {
         let cmd = match codec::parse_command(&line) {
             Ok(c) => c,
             Err(e) => {
                 self.reply(e.reply());
-                return self.count_bad().then_some(End::TooManyErrors);
+                return self.bad();
             }
         };
         let verb = match &cmd {
@@ -351,23 +345,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         debug!(command = %verb, "command");
         let bad = match cmd {
             Command::Ehlo(d) => {
-                self.ehlo(d, true).await;
+                self.ehlo(d, true);
                 false
             }
             Command::Helo(d) => {
-                self.ehlo(d, false).await;
+                self.ehlo(d, false);
                 false
             }
             Command::StartTls => return self.starttls().await,
             Command::Auth { mechanism, initial } => match self.auth(&mechanism, initial).await {
                 Ok(bad) => bad,
-                Err(end) => return Some(end),
+                Err(end) => return Step::End(end),
             },
             Command::Mail { from, params } => self.mail_from(from, params).await,
             Command::Rcpt { to } => self.rcpt_to(to).await,
             Command::Data => return self.data().await,
             Command::Rset => {
-                self.abort_mail().await;
+                self.abort_mail();
                 self.reply(Reply::new(250, "2.0.0", "Reset OK"));
                 false
             }
@@ -376,9 +370,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 false
             }
             Command::Quit => {
-                self.abort_mail().await;
+                self.abort_mail();
                 self.reply(Reply::new(221, "2.0.0", "Bye"));
-                return Some(End::Quit);
+                return Step::End(End::Quit);
             }
             Command::Vrfy => {
                 self.reply(Reply::new(
@@ -401,15 +395,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 false
             }
         };
-        if bad && self.count_bad() {
-            return Some(End::TooManyErrors);
+        if bad {
+            return self.bad();
         }
-        None
+        Step::Continue
     }
 
-    async fn ehlo(&mut self, domain: String, extended: bool) {
-        self.abort_mail().await;
-        self.helo = Some(domain);
+    fn ehlo(&mut self, domain: String, extended: bool) {
+        // A new EHLO ends the transaction; a login stays (RFC 4954 4).
+        let phase = std::mem::replace(&mut self.phase, Phase::Greeted).end_mail();
+        let authed = phase.user().is_some();
+        self.phase = match phase {
+            Phase::Authed { user, .. } => Phase::Authed { helo: domain, user },
+            _ => Phase::Helo { helo: domain },
+        };
         if !extended {
             self.reply(Reply::plain(250, vec![self.ctx.hostname.clone()]));
             return;
@@ -422,20 +421,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.ctx.tls_mode == TlsMode::Starttls && !self.is_tls() {
+        if self.ctx.tls_mode == TlsMode::Starttls && !self.conn.is_tls() {
             lines.push("STARTTLS".into());
         }
-        if self.auth_allowed() && self.user.is_none() {
+        if self.conn.auth_allowed() && !authed {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.push("HELP".into());
         self.reply(Reply::plain(250, lines));
     }
 
-    async fn starttls(&mut self) -> Option<End> {
-        if self.is_tls() {
+    async fn starttls(&mut self) -> Step {
+        if self.conn.is_tls() {
             self.reply(Reply::new(503, "5.5.1", "TLS is already active"));
-            return self.count_bad().then_some(End::TooManyErrors);
+            return self.bad();
         }
         let acceptor = match (&self.ctx.acceptor, self.ctx.tls_mode) {
             (Some(a), TlsMode::Starttls) => a.clone(),
@@ -445,49 +444,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "5.5.1",
                     "STARTTLS is not offered on this listener",
                 ));
-                return self.count_bad().then_some(End::TooManyErrors);
+                return self.bad();
             }
         };
         self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
         if self.flush().await.is_err() {
-            return Some(End::IoError);
+            return Step::End(End::IoError);
         }
-        // RFC 3207 6 / CVE-2011-0411: anything the client pipelined after
-        // STARTTLS arrived in plaintext and must not be acted upon.
-        if !self.rbuf.is_empty() {
-            warn!(
-                bytes = self.rbuf.len(),
-                "discarding plaintext pipelined after STARTTLS"
-            );
-            self.rbuf.clear();
-        }
-        self.discarding = false;
-        self.line_started = None;
-        let plain = match self.stream.take() {
-            Some(MaybeTls::Plain(s)) => s,
-            other => {
-                self.stream = other;
-                return Some(End::IoError);
-            }
-        };
-        let handshake =
-            tokio::time::timeout(self.ctx.limits.idle_timeout, acceptor.accept(plain)).await;
-        match handshake {
-            Ok(Ok(tls)) => {
-                self.stream = Some(MaybeTls::Tls(Box::new(tls)));
-                // RFC 3207 4.2: forget everything learned before TLS.
-                self.helo = None;
-                self.user = None;
-                self.abort_mail().await;
-                debug!("STARTTLS done");
-                None
-            }
-            Ok(Err(e)) => {
-                info!(error = %e, "STARTTLS handshake failed");
-                Some(End::IoError)
-            }
-            Err(_) => Some(End::IdleTimeout),
-        }
+        self.abort_mail();
+        Step::StartTls(acceptor)
     }
 
     /// Read one line during an AUTH exchange. `Err(end)`: the session is
@@ -502,7 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(Ok(line)) => return Ok(Ok(line)),
                 Some(Err(())) => {
                     // take_command queued a 500; replace it with the AUTH reply.
-                    self.wbuf.clear();
+                    self.conn.unqueue();
                     return Ok(Err(Reply::new(
                         500,
                         "5.5.6",
@@ -511,7 +476,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 None => {}
             }
-            match self.read_line_more(false).await {
+            match self.conn.read_command_more(false).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Timeout) => {
                     self.reply(Reply::new(
@@ -549,23 +514,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// `Ok(true)` when the command counts as a bad one; `Err` ends the session.
     async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<bool, End> {
-        if self.user.is_some() {
-            self.reply(Reply::new(503, "5.5.1", "Already authenticated"));
+        let refusal = match &self.phase {
+            // A transaction is open only after a login.
+            Phase::Authed { .. } | Phase::Mail { .. } => Some("Already authenticated"),
+            Phase::Greeted => Some("Send EHLO first"),
+            Phase::Helo { .. } => None,
+        };
+        if let Some(text) = refusal {
+            self.reply(Reply::new(503, "5.5.1", text));
             return Ok(true);
         }
-        if self.helo.is_none() {
-            self.reply(Reply::new(503, "5.5.1", "Send EHLO first"));
-            return Ok(true);
-        }
-        if self.mail.is_some() {
-            self.reply(Reply::new(
-                503,
-                "5.5.1",
-                "AUTH is not allowed during a mail transaction",
-            ));
-            return Ok(true);
-        }
-        if !self.auth_allowed() {
+        if !self.conn.auth_allowed() {
             self.reply(Reply::new(
                 538,
                 "5.7.11",
@@ -634,7 +593,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(user) => {
                 info!(user = %user.name, "local login");
                 tracing::Span::current().record("user", user.name.as_str());
-                self.user = Some(user);
+                if let Phase::Helo { helo } = std::mem::replace(&mut self.phase, Phase::Greeted) {
+                    self.phase = Phase::Authed { helo, user };
+                }
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
                 Ok(false)
             }
@@ -657,35 +618,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    fn session_info(&self) -> SessionInfo {
+    fn session_info(&self, helo: &str, user: &User) -> SessionInfo {
         SessionInfo {
-            user: self
-                .user
-                .as_ref()
-                .map(|u| u.name.clone())
-                .unwrap_or_default(),
-            helo: self.helo.clone().unwrap_or_default(),
+            user: user.name.clone(),
+            helo: helo.to_owned(),
             peer: self.peer,
         }
     }
 
     async fn mail_from(&mut self, from: Path, params: MailParams) -> bool {
-        if self.helo.is_none() {
-            self.reply(Reply::new(503, "5.5.1", "Send EHLO first"));
-            return true;
-        }
-        let Some(user) = self.user.clone() else {
-            self.reply(Reply::new(530, "5.7.0", "Authentication required"));
-            return true;
+        let (helo, user) = match &self.phase {
+            Phase::Greeted => {
+                self.reply(Reply::new(503, "5.5.1", "Send EHLO first"));
+                return true;
+            }
+            Phase::Helo { .. } => {
+                self.reply(Reply::new(530, "5.7.0", "Authentication required"));
+                return true;
+            }
+            Phase::Mail { .. } => {
+                self.reply(Reply::new(
+                    503,
+                    "5.5.1",
+                    "Sender already given (RSET to start over)",
+                ));
+                return true;
+            }
+            Phase::Authed { helo, user } => (helo.clone(), user.clone()),
         };
-        if self.mail.is_some() {
-            self.reply(Reply::new(
-                503,
-                "5.5.1",
-                "Sender already given (RSET to start over)",
-            ));
-            return true;
-        }
         if let Some(size) = params.size {
             if size > self.ctx.limits.max_message_size as u64 {
                 self.reply(Reply::new(
@@ -726,16 +686,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ));
             return false;
         };
-        let info = self.session_info();
+        let info = self.session_info(&helo, &user);
         match route.open(&info, &from, &params).await {
             Ok((tx, reply)) => {
                 self.reply(reply);
-                self.mail = Some(Mail {
-                    tx,
-                    from,
-                    params,
-                    rcpts: Vec::new(),
-                });
+                self.phase = Phase::Mail {
+                    helo,
+                    user,
+                    mail: Box::new(Mail {
+                        tx,
+                        from,
+                        params,
+                        rcpts: Vec::new(),
+                    }),
+                };
                 false
             }
             Err(r) => {
@@ -747,7 +711,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn rcpt_to(&mut self, to: Path) -> bool {
         let max = self.ctx.limits.max_recipients;
-        let Some(mail) = self.mail.as_mut() else {
+        let Phase::Mail { mail, .. } = &mut self.phase else {
             self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return true;
         };
@@ -775,21 +739,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         false
     }
 
-    async fn data(&mut self) -> Option<End> {
-        let Some(mail) = self.mail.as_ref() else {
-            self.reply(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA"));
-            return self.count_bad().then_some(End::TooManyErrors);
+    async fn data(&mut self) -> Step {
+        let no_rcpts = match &self.phase {
+            Phase::Mail { mail, .. } => mail.rcpts.is_empty(),
+            _ => {
+                self.reply(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA"));
+                return self.bad();
+            }
         };
-        if mail.rcpts.is_empty() {
+        if no_rcpts {
             self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
-            return self.count_bad().then_some(End::TooManyErrors);
+            return self.bad();
         }
         self.reply(Reply::plain(
             354,
             vec!["End data with <CR><LF>.<CR><LF>".into()],
         ));
         if self.flush().await.is_err() {
-            return Some(End::IoError);
+            return Step::End(End::IoError);
         }
         let max = self.ctx.limits.max_message_size;
         // Each read may take up to idle_timeout, and the whole DATA phase up to
@@ -799,20 +766,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let data_timeout = self.ctx.limits.data_timeout;
         let deadline = Instant::now() + data_timeout;
         let mut decoder = DataDecoder::new(max);
-        let mut message = Vec::with_capacity(self.rbuf.len().clamp(4096, 1 << 20));
+        let mut message = Vec::with_capacity(self.conn.rbuf.len().clamp(4096, 1 << 20));
         loop {
-            let input = std::mem::take(&mut self.rbuf);
+            let mut input = std::mem::take(&mut self.conn.rbuf);
             match decoder.feed(&input, &mut message) {
                 DataProgress::End { consumed } => {
-                    self.rbuf = input[consumed..].to_vec();
+                    input.advance(consumed);
+                    self.conn.rbuf = input;
                     break;
                 }
                 DataProgress::More => {
-                    self.rbuf = input;
-                    self.rbuf.clear();
+                    input.clear();
+                    self.conn.rbuf = input;
                 }
             }
-            match self.read_more(false, Some(deadline)).await {
+            match self.conn.read_more(false, Some(deadline)).await {
                 Ok(Read::Data) => {}
                 Ok(Read::Timeout) => {
                     self.reply(Reply::new(
@@ -820,8 +788,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         "4.4.2",
                         "Timeout during DATA, closing connection",
                     ));
-                    self.abort_mail().await;
-                    return Some(End::IdleTimeout);
+                    self.abort_mail();
+                    return Step::End(End::IdleTimeout);
                 }
                 Ok(Read::Deadline) => {
                     info!(
@@ -836,22 +804,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             humantime::format_duration(data_timeout)
                         ),
                     ));
-                    self.abort_mail().await;
-                    return Some(End::IdleTimeout);
+                    self.abort_mail();
+                    return Step::End(End::IdleTimeout);
                 }
                 Ok(Read::Closed) | Ok(Read::Shutdown) => {
-                    self.abort_mail().await;
-                    return Some(End::ClientClosed);
+                    self.abort_mail();
+                    return Step::End(End::ClientClosed);
                 }
                 Err(_) => {
-                    self.abort_mail().await;
-                    return Some(End::IoError);
+                    self.abort_mail();
+                    return Step::End(End::IoError);
                 }
             }
         }
         // Bytes after the final dot arrived with the last read.
-        self.line_started = (!self.rbuf.is_empty()).then_some(self.last_read);
-        let mail = self.mail.take().expect("checked above");
+        self.conn.unit_taken(false);
+        let Phase::Mail { helo, user, mail } = std::mem::replace(&mut self.phase, Phase::Greeted)
+        else {
+            // DATA was checked to be in a transaction above.
+            return Step::End(End::IoError);
+        };
+        let info = self.session_info(&helo, &user);
+        self.phase = Phase::Authed { helo, user };
         if decoder.oversize() {
             mail.tx.abort();
             self.reply(Reply::new(
@@ -859,25 +833,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "5.3.4",
                 format!("Message too big (limit {max} bytes)"),
             ));
-            return None;
+            return Step::Continue;
         }
-        let info = self.session_info();
-        let reply = mail.tx.data(&info, &message).await;
+        let Mail {
+            tx, from, rcpts, ..
+        } = *mail;
+        let reply = tx.data(&info, &message).await;
         info!(
-            from = %mail.from,
-            rcpts = mail.rcpts.len(),
+            from = %from,
+            rcpts = rcpts.len(),
             size = message.len(),
             code = reply.code,
             "transaction done"
         );
         self.reply(reply);
-        None
+        Step::Continue
     }
 
-    async fn abort_mail(&mut self) {
-        if let Some(m) = self.mail.take() {
-            m.tx.abort();
-        }
+    fn abort_mail(&mut self) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Greeted);
+        self.phase = phase.end_mail();
     }
 }
 
@@ -892,26 +867,17 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut s = Session {
+    let conn = Conn::new(stream, local, ctx.limits.idle_timeout, ctx.shutdown.clone());
+    let s = Session {
         ctx,
-        stream: Some(stream),
+        conn,
         peer,
-        local,
-        rbuf: Vec::with_capacity(1024),
-        wbuf: Vec::with_capacity(512),
-        helo: None,
-        user: None,
-        mail: None,
+        phase: Phase::Greeted,
         bad_commands: 0,
         discarding: false,
-        line_started: None,
-        last_read: Instant::now(),
         draining: false,
     };
     let end = s.run().await;
-    if let Some(mut st) = s.stream.take() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), st.shutdown()).await;
-    }
     debug!(?end, "session ended");
     end
 }
@@ -921,7 +887,8 @@ mod tests {
     use super::*;
     use crate::capture::Capture;
     use crate::config::Config;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
 
