@@ -142,8 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// `still_pending`: the rest of an over-long line is being skipped)
     /// started then.
     pub fn unit_taken(&mut self, still_pending: bool) {
-        self.pending_since =
-            (still_pending || !self.rbuf.is_empty()).then_some(self.last_read);
+        self.pending_since = (still_pending || !self.rbuf.is_empty()).then_some(self.last_read);
     }
 
     /// Forget what the client sent so far (after STARTTLS; the session logs it).

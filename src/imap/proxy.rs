@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::users::{LoginError, Users};
 use crate::config::Limits;
+use crate::conn::{Conn, Read};
 use crate::imap::codec::{
     self, AuthResponse, Code, Command, CommandKind, Decoded, FrameError, Framer, Response, Status,
     StatusResponse, Tag,
@@ -51,7 +51,6 @@ pub enum End {
     Spliced,
 }
 
-const READ_CHUNK: usize = 8 * 1024;
 /// Splice buffer while data flows in bulk.
 const BULK_BUF: usize = 64 * 1024;
 /// Read size while a direction is idle or interactive.
@@ -59,16 +58,9 @@ const SMALL_BUF: usize = 2 * 1024;
 
 struct Session<S> {
     ctx: Arc<ImapContext>,
-    stream: Option<MaybeTls<S>>,
-    local: SocketAddr,
-    rbuf: BytesMut,
+    conn: Conn<S>,
     framer: Framer,
     bad: u32,
-    /// When the first byte of the frame now pending arrived (None: nothing
-    /// pending). See `read_frame`.
-    frame_started: Option<Instant>,
-    /// When the last read returned data.
-    last_read: Instant,
 }
 
 enum Next {
@@ -76,15 +68,17 @@ enum Next {
     End(End),
     /// Logged in upstream: splice.
     Splice(Box<ImapUpstream>),
+    /// The client was told to begin TLS.
+    StartTls(TlsAcceptor),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn is_tls(&self) -> bool {
-        self.stream.as_ref().is_some_and(MaybeTls::is_tls)
+        self.conn.is_tls()
     }
 
     fn auth_allowed(&self) -> bool {
-        self.is_tls() || self.local.ip().is_loopback()
+        self.conn.auth_allowed()
     }
 
     fn capabilities(&self) -> Vec<String> {
@@ -106,9 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let idle = self.ctx.limits.idle_timeout;
-        let stream = self.stream.as_mut().expect("stream");
-        crate::io::write_to_client(stream, data, idle).await
+        self.conn.send(data).await
     }
 
     async fn respond(&mut self, r: Response) -> std::io::Result<()> {
@@ -206,14 +198,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Read until the framer gives a frame or an error. `Err(end)`: the
     /// session is over (the BYE, if any, was sent).
     ///
-    /// A frame must be complete `idle_timeout` after its first byte arrived:
-    /// a deadline, not restarted by each read, so a client trickling a byte at
-    /// a time (slowloris) cannot hold the session open.
+    /// A frame must be complete `idle_timeout` after its first byte arrived
+    /// (see [`Conn::read_command_more`]), so a client trickling a byte at a
+    /// time (slowloris) cannot hold the session open.
     async fn read_frame(&mut self) -> Result<Result<Vec<u8>, FrameError>, End> {
         loop {
-            match self.framer.decode(&mut self.rbuf) {
+            match self.framer.decode(&mut self.conn.rbuf) {
                 Ok(Decoded::Frame(f)) => {
-                    self.frame_done();
+                    self.conn.unit_taken(false);
                     return Ok(Ok(f.as_bytes().to_vec()));
                 }
                 Ok(Decoded::NeedContinuation { .. }) => {
@@ -227,34 +219,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // A refused literal drops its frame; an over-long line
                     // keeps the clock running until its line end.
                     if matches!(e, FrameError::LiteralTooLarge { .. }) {
-                        self.frame_done();
+                        self.conn.unit_taken(false);
                     }
                     return Ok(Err(e));
                 }
             }
-            self.rbuf.reserve(READ_CHUNK);
             let idle = self.ctx.limits.idle_timeout;
-            let (until, hard) = match self.frame_started {
-                Some(t) => (t + idle, true),
-                None => (Instant::now() + idle, false),
-            };
-            let shutdown = self.ctx.shutdown.clone();
-            let stream = self.stream.as_mut().expect("stream");
-            let r = tokio::select! {
-                r = tokio::time::timeout_at(until.into(), stream.read_buf(&mut self.rbuf)) => r,
-                _ = shutdown.cancelled() => {
-                    let _ = self.status(None, Status::Bye, Self::code("UNAVAILABLE"), "Postern is shutting down").await;
+            match self.conn.read_command_more(true).await {
+                Ok(Read::Data) => {}
+                Ok(Read::Closed) => return Err(End::ClientClosed),
+                Ok(Read::Shutdown) => {
+                    let _ = self
+                        .status(
+                            None,
+                            Status::Bye,
+                            Self::code("UNAVAILABLE"),
+                            "Postern is shutting down",
+                        )
+                        .await;
                     return Err(End::Shutdown);
                 }
-            };
-            match r {
-                Ok(Ok(0)) => return Err(End::ClientClosed),
-                Ok(Ok(_)) => {
-                    self.last_read = Instant::now();
-                    self.frame_started.get_or_insert(self.last_read);
-                }
-                Ok(Err(_)) => return Err(End::IoError),
-                Err(_) if hard => {
+                Err(_) => return Err(End::IoError),
+                Ok(Read::Deadline) => {
                     info!("command not completed in time (slow client)");
                     let text = format!(
                         "Command not completed within {}, closing connection",
@@ -263,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let _ = self.status(None, Status::Bye, None, text).await;
                     return Err(End::IdleTimeout);
                 }
-                Err(_) => {
+                Ok(Read::Timeout) => {
                     let _ = self
                         .status(None, Status::Bye, None, "Idle timeout, closing connection")
                         .await;
@@ -271,12 +257,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
-    }
-
-    /// A frame was taken (or refused): what is left in the buffer arrived
-    /// with the last read, so the next frame's clock starts then.
-    fn frame_done(&mut self) {
-        self.frame_started = (!self.rbuf.is_empty()).then_some(self.last_read);
     }
 
     /// Count a bad command; true when the session must end.
@@ -296,16 +276,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         false
     }
 
-    async fn run(&mut self) -> Result<Box<ImapUpstream>, End> {
+    /// The greeting, then the dialogue, upgraded in place on STARTTLS;
+    /// returns the connection and the upstream once logged in.
+    async fn run(mut self) -> Result<(Conn<S>, Box<ImapUpstream>), End> {
         let caps = self.capabilities();
-        self.status(
-            None,
-            Status::Ok,
-            Some(Code::Capability(caps)),
-            format!("{} Postern IMAP proxy ready", self.ctx.hostname),
-        )
-        .await
-        .map_err(|_| End::IoError)?;
+        let greeted = self
+            .status(
+                None,
+                Status::Ok,
+                Some(Code::Capability(caps)),
+                format!("{} Postern IMAP proxy ready", self.ctx.hostname),
+            )
+            .await;
+        if greeted.is_err() {
+            self.conn.close().await;
+            return Err(End::IoError);
+        }
+        loop {
+            match self.dialogue().await {
+                Ok(Next::Splice(up)) => return Ok((self.conn, up)),
+                Ok(Next::StartTls(acceptor)) => match self.conn.starttls(&acceptor).await {
+                    Ok((conn, dropped)) => {
+                        if dropped > 0 {
+                            warn!(
+                                bytes = dropped,
+                                "discarding plaintext pipelined after STARTTLS"
+                            );
+                        }
+                        self.conn = conn;
+                        self.framer = Framer::for_commands(codec::Limits::PRE_AUTH);
+                    }
+                    Err(e) => {
+                        info!(error = ?e, "STARTTLS handshake failed");
+                        return Err(End::IoError);
+                    }
+                },
+                Ok(Next::Continue) => {}
+                Ok(Next::End(e)) | Err(e) => {
+                    self.conn.close().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Commands until login, the end, or STARTTLS.
+    async fn dialogue(&mut self) -> Result<Next, End> {
         loop {
             let frame = self.next_frame().await?;
             let cmd = match codec::parse_command(&frame) {
@@ -328,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match self.handle(cmd).await {
                 Next::Continue => {}
                 Next::End(e) => return Err(e),
-                Next::Splice(up) => return Ok(up),
+                done => return Ok(done),
             }
         }
     }
@@ -516,26 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             return Next::End(End::IoError);
         }
-        // Anything pipelined after STARTTLS arrived in plaintext: drop it.
-        if !self.rbuf.is_empty() {
-            warn!(
-                bytes = self.rbuf.len(),
-                "discarding plaintext pipelined after STARTTLS"
-            );
-            self.rbuf.clear();
-        }
-        self.framer = Framer::for_commands(codec::Limits::PRE_AUTH);
-        self.frame_started = None;
-        let Some(MaybeTls::Plain(plain)) = self.stream.take() else {
-            return Next::End(End::IoError);
-        };
-        match tokio::time::timeout(self.ctx.limits.idle_timeout, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => {
-                self.stream = Some(MaybeTls::Tls(Box::new(tls)));
-                Next::Continue
-            }
-            _ => Next::End(End::IoError),
-        }
+        Next::StartTls(acceptor)
     }
 
     async fn login(&mut self, tag: &Tag, user: &str, password: &Secret) -> Next {
@@ -639,21 +636,15 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut s = Session {
+    let s = Session {
         ctx: ctx.clone(),
-        stream: Some(stream),
-        local,
-        rbuf: BytesMut::with_capacity(1024),
+        conn: Conn::new(stream, local, ctx.limits.idle_timeout, ctx.shutdown.clone()),
         framer: Framer::for_commands(codec::Limits::PRE_AUTH),
         bad: 0,
-        frame_started: None,
-        last_read: Instant::now(),
     };
     match s.run().await {
-        Ok(up) => {
-            let client = s.stream.take().expect("stream");
-            let pending_client = std::mem::take(&mut s.rbuf);
-            drop(s);
+        Ok((conn, up)) => {
+            let (client, pending_client) = conn.into_parts();
             let up = *up;
             splice(
                 client,
@@ -666,9 +657,6 @@ where
             End::Spliced
         }
         Err(end) => {
-            if let Some(mut st) = s.stream.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), st.shutdown()).await;
-            }
             debug!(?end, "IMAP session ended");
             end
         }

@@ -166,7 +166,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Step::StartTls(acceptor) => match self.conn.starttls(&acceptor).await {
                         Ok((conn, dropped)) => {
                             if dropped > 0 {
-                                warn!(bytes = dropped, "discarding plaintext pipelined after STARTTLS");
+                                warn!(
+                                    bytes = dropped,
+                                    "discarding plaintext pipelined after STARTTLS"
+                                );
                             }
                             self.conn = conn;
                             self.discarding = false;
