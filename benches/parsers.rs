@@ -5,6 +5,10 @@
 //! Run without `--bench` (as `cargo test --all-targets` does), it only checks
 //! once that every input decodes as expected, and returns at once.
 
+// A test or bench crate has no public API: `pub` in its modules means
+// "shared between its files".
+#![allow(unreachable_pub)]
+
 use std::hint::black_box;
 use std::time::Duration;
 

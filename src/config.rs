@@ -407,7 +407,9 @@ mod opt_duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
         s.map(|s| {
             humantime::parse_duration(&s).map_err(|e| {
@@ -1272,7 +1274,7 @@ mod props {
     use std::path::Path;
 
     /// TOML-ish text: keys, tables and values the config knows, in any order.
-    fn tomlish() -> impl proptest::strategy::Strategy<Value = String> {
+    fn tomlish() -> impl Strategy<Value = String> {
         let piece = prop_oneof![
             Just("[smtp]\n".to_owned()),
             Just("[imap]\n".to_owned()),

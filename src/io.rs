@@ -4,7 +4,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-#[cfg(test)]
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -102,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T: AsyncRead + AsyncWrite + Unpin> Async
 pub async fn write_to_client<S: AsyncWrite + Unpin>(
     stream: &mut S,
     data: &[u8],
-    limit: std::time::Duration,
+    limit: Duration,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
     match tokio::time::timeout(limit, async {

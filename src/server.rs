@@ -237,15 +237,6 @@ impl Server {
             shutdown_timeout: config.limits.shutdown_timeout,
         })
     }
-
-    /// The bound addresses (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<(Proto, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|b| (b.service.proto(), b.addr))
-            .collect()
-    }
-
     /// Accept until shutdown is requested, then give sessions in flight up to
     /// `shutdown_timeout` to finish.
     pub async fn run(self) {

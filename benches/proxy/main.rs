@@ -1,4 +1,4 @@
-//! Proxy benchmark (issue 8): what Postern costs on top of talking to the
+//! Proxy benchmark: what Postern costs on top of talking to the
 //! server directly, measured in the same run.
 //!
 //! Two upstreams on 127.0.0.1: the Dovecot of the test peers (realistic:
@@ -12,6 +12,10 @@
 //! Run: `benches/run` (starts the peers when needed), or
 //! `tests/peers/start && source tests/peers/run/env && cargo bench --bench proxy`.
 //! Options after `--`: see `usage()`. BENCHMARKS.md explains the output.
+
+// A test or bench crate has no public API: `pub` in its modules means
+// "shared between its files".
+#![allow(unreachable_pub)]
 
 mod clients;
 mod memory;

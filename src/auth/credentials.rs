@@ -52,11 +52,6 @@ impl Credential {
             },
         }
     }
-
-    pub fn is_bearer(&self) -> bool {
-        matches!(self, Credential::Bearer(_))
-    }
-
     /// Read the app password now.
     pub fn password(account: &str, src: &PasswordSource) -> Result<Secret, CredentialError> {
         let pw = match src {

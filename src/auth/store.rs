@@ -126,14 +126,14 @@ mod opt_secret {
     use super::Secret;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(x) => s.serialize_some(x.expose()),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map(Secret::new))
     }
 }
@@ -617,7 +617,7 @@ mod key_file_tests {
         }
         let d = tempfile::tempdir().unwrap();
         let kf = d.path().join("k");
-        std::fs::write(&kf, "ab".repeat(32)).unwrap();
+        fs::write(&kf, "ab".repeat(32)).unwrap();
         let s = TokenStore::open(d.path(), Some(&kf)).unwrap();
         assert!(format!("{s:?}").contains(&kf.display().to_string()));
         assert!(!d.path().join("oauth/key").exists(), "no default key made");

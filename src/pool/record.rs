@@ -124,7 +124,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub fn active_park(&self, now: Timestamp) -> Option<&Parked> {
+    pub(crate) fn active_park(&self, now: Timestamp) -> Option<&Parked> {
         self.parked.as_ref().filter(|p| p.until > now)
     }
 }

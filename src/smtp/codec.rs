@@ -102,9 +102,6 @@ impl Path {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    pub fn is_null(&self) -> bool {
-        self.0.is_empty()
-    }
     /// The domain part, if any.
     pub fn domain(&self) -> Option<&str> {
         self.0.rsplit_once('@').map(|(_, d)| d)
@@ -436,9 +433,6 @@ impl Reply {
     }
     pub fn is_transient(&self) -> bool {
         (400..500).contains(&self.code)
-    }
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
     }
 
     /// The enhanced status code at the start of the first line, if any

@@ -283,13 +283,6 @@ impl std::fmt::Debug for PoolTransaction {
     }
 }
 
-/// Why replaying on another mailbox did not work.
-enum Failover {
-    Exhausted(Reply),
-    ReplayRefused(Reply),
-    Store(Reply),
-}
-
 impl PoolTransaction {
     /// MAIL FROM: choose a mailbox (failing over while MAIL is refused).
     pub async fn open(
@@ -331,15 +324,15 @@ impl PoolTransaction {
                 );
                 Ok((t, reply))
             }
-            Err(Failover::Exhausted(r))
-            | Err(Failover::ReplayRefused(r))
-            | Err(Failover::Store(r)) => Err(r),
+            Err(r) => Err(r),
         }
     }
 
     /// Move the transaction to a new mailbox with room for `k` recipients,
-    /// replaying MAIL and the accepted recipients there.
-    async fn switch(&mut self, k: u32) -> Result<(), Failover> {
+    /// replaying MAIL and the accepted recipients there. `Err`: the reply
+    /// for the client (the pool is exhausted, the replay was refused, or the
+    /// store failed).
+    async fn switch(&mut self, k: u32) -> Result<(), Reply> {
         let route = self.route.clone();
         let mut last: Option<Outcome> = None;
         loop {
@@ -357,11 +350,9 @@ impl PoolTransaction {
                         .map(|s| format!("{}: {}", s.account, s.why))
                         .collect();
                     info!(pool = %route.name, need = k, skipped = %skipped.join("; "), capacity_returns_at = ?e.capacity_returns_at.map(|t| t.to_string()), "pool exhausted");
-                    return Err(Failover::Exhausted(
-                        route.exhausted(e.capacity_returns_at, last.as_ref()),
-                    ));
+                    return Err(route.exhausted(e.capacity_returns_at, last.as_ref()));
                 }
-                Err(e) => return Err(Failover::Store(store_trouble(e))),
+                Err(e) => return Err(store_trouble(e)),
             };
             let account = picked.account.clone();
             let skipped: Vec<String> = picked
@@ -390,7 +381,7 @@ impl PoolTransaction {
                 match route.pools.reserve(&account, k, t).await {
                     Ok(Reserve::Reserved(r)) => res.push(r),
                     Ok(Reserve::Full(_)) => continue, // another process won the race
-                    Err(e) => return Err(Failover::Store(store_trouble(e))),
+                    Err(e) => return Err(store_trouble(e)),
                 }
             }
             let from = route.envelope_from(&account, &self.from);
@@ -402,7 +393,7 @@ impl PoolTransaction {
                         let _ = route.pools.release(&res, now()).await;
                         tx.abort();
                         note_failure(&route.pools, &account, o).await;
-                        return Err(Failover::ReplayRefused(Reply::new(
+                        return Err(Reply::new(
                             451,
                             "4.4.5",
                             format!(
@@ -411,7 +402,7 @@ impl PoolTransaction {
                                 self.accepted[bad],
                                 crate::text::sanitize(&o.detail, 160)
                             ),
-                        )));
+                        ));
                     }
                     self.reservations = res;
                     self.current = Some(Current { account, tx });
@@ -425,7 +416,7 @@ impl PoolTransaction {
                         && k == 0
                     {
                         // The client's own sender is refused: another mailbox would refuse it too.
-                        return Err(Failover::Exhausted(o.reply));
+                        return Err(o.reply);
                     }
                     last = Some(o);
                 }
@@ -488,9 +479,7 @@ impl PoolTransaction {
                             format!("Recipient OK (pool {}, account {account})", self.route.name),
                         )
                     }
-                    Err(Failover::Exhausted(r))
-                    | Err(Failover::ReplayRefused(r))
-                    | Err(Failover::Store(r)) => {
+                    Err(r) => {
                         self.accepted.pop();
                         r
                     }
@@ -581,9 +570,7 @@ impl PoolTransaction {
             let k = self.accepted.len() as u32;
             match self.switch(k).await {
                 Ok(()) => continue,
-                Err(Failover::Exhausted(r))
-                | Err(Failover::ReplayRefused(r))
-                | Err(Failover::Store(r)) => return r,
+                Err(r) => return r,
             }
         }
     }

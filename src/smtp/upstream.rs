@@ -687,11 +687,6 @@ impl AccountRelay {
             warm.push(c);
         }
     }
-
-    /// Warm connections kept now.
-    pub fn warm_count(&self) -> usize {
-        self.warm.lock().expect("warm pool lock").len()
-    }
 }
 
 /// An upstream verdict: the reply for the local client and what it means

@@ -362,7 +362,7 @@ fn documented_refusals() {
     assert!(c.cmd("HELP").starts_with("214"));
     assert!(c.cmd("STARTTLS").starts_with("502 5.5.1"));
     assert!(c.cmd("QUIT").starts_with("221"));
-    assert_eq!(crate::harness::maildir_files(&p.capture_new()).len(), 0);
+    assert_eq!(maildir_files(&p.capture_new()).len(), 0);
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! Integration tests: one binary (linking many is slow on 2 cores).
 //! Real sockets on 127.0.0.1, a real `postern` process, real clients.
 
+// A test or bench crate has no public API: `pub` in its modules means
+// "shared between its files".
+#![allow(unreachable_pub)]
+
 mod cli;
 mod fake_smtp;
 mod hardening;

@@ -307,8 +307,8 @@ fn display_and_serde_spellings_agree() {
     }
     for (tls, s) in [
         (TlsMode::None, "none"),
-        (TlsMode::Starttls, "starttls"),
-        (TlsMode::Implicit, "implicit"),
+        (Starttls, "starttls"),
+        (Implicit, "implicit"),
     ] {
         assert_eq!(tls.to_string(), s);
         let t: T = toml::from_str(&format!(

@@ -301,7 +301,7 @@ fn parse_pasted(line: &str, state: &str, account: &str) -> Option<Result<String,
     let query = line.split_once('?').map(|(_, q)| q).unwrap_or(line);
     let query = query.split('#').next().unwrap_or(query);
     Some(redirect_outcome(
-        oauth2::url::form_urlencoded::parse(query.as_bytes()),
+        url::form_urlencoded::parse(query.as_bytes()),
         state,
         account,
     ))
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn redirect_answers() {
-        let pairs = |q: &'static str| oauth2::url::form_urlencoded::parse(q.as_bytes());
+        let pairs = |q: &'static str| url::form_urlencoded::parse(q.as_bytes());
         assert_eq!(
             redirect_outcome(pairs("code=abc&state=s1"), "s1", "a").unwrap(),
             "abc"

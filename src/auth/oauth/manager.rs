@@ -203,7 +203,7 @@ impl TokenManager {
     }
 
     /// The token source of `account` (None if it is not a built-in account).
-    pub fn source(self: &Arc<Self>, account: &str) -> Option<crate::auth::token::TokenSource> {
+    pub fn source(self: &Arc<Self>, account: &str) -> Option<TokenSource> {
         self.accounts
             .contains_key(account)
             .then(|| TokenSource::new(Arc::new(OAuthSource::new(self.clone(), account))))
