@@ -889,6 +889,16 @@ impl Config {
         s
     }
 
+    /// The accounts a pool sends through: its listed accounts that are
+    /// enabled, in order. The pool's rotation and its route both come from
+    /// this one list.
+    pub fn pool_members<'a>(&'a self, pool: &'a Pool) -> impl Iterator<Item = &'a Account> + 'a {
+        pool.accounts
+            .iter()
+            .filter_map(|a| self.accounts.get(a))
+            .filter(|a| a.enabled)
+    }
+
     /// The effective daily limit of an account: its own, else its preset's.
     pub fn daily_limit(&self, a: &Account) -> Option<u32> {
         a.daily_limit.or(a.provider.map(|p| p.daily_limit))

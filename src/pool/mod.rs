@@ -411,16 +411,10 @@ impl Pools {
         let mut rotations = BTreeMap::new();
         for (name, p) in &config.pools {
             let mut members = Vec::with_capacity(p.accounts.len());
-            for a in &p.accounts {
-                if !quotas.contains_key(a) {
-                    return Err(PoolError::UnknownAccount(a.clone()));
-                }
-                if !config.accounts[a].enabled {
-                    continue;
-                }
+            for a in config.pool_members(p) {
                 members.push(Member {
-                    account: a.clone(),
-                    weight: p.weights.get(a).copied().unwrap_or(1).max(1),
+                    account: a.name.clone(),
+                    weight: p.weights.get(&a.name).copied().unwrap_or(1).max(1),
                 });
             }
             rotations.insert(

@@ -92,13 +92,16 @@ impl Router {
     pub fn set_pools(&mut self, config: &Config, pools: Arc<Pools>) {
         self.pool_routes.clear();
         for (name, p) in &config.pools {
-            let members: BTreeMap<_, _> = p
-                .accounts
-                .iter()
-                .filter_map(|a| self.accounts.get(a).map(|r| (a.clone(), r.clone())))
+            let members: BTreeMap<_, _> = config
+                .pool_members(p)
+                .filter_map(|a| {
+                    self.accounts
+                        .get(&a.name)
+                        .map(|r| (a.name.clone(), r.clone()))
+                })
                 .collect();
             if members.len() < p.accounts.len() {
-                tracing::warn!(pool = %name, "some pool accounts have no usable credential and are left out");
+                tracing::warn!(pool = %name, "some pool accounts are disabled and left out");
             }
             if members.is_empty() {
                 continue;
