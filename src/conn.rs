@@ -179,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Ok(());
         }
         let mut buf = std::mem::take(&mut self.wbuf);
-        let written = crate::io::write_to_client(&mut self.stream, &buf, self.idle).await;
+        let written = crate::io::write_all_within(&mut self.stream, &buf, self.idle).await;
         // Keep the buffer's capacity for the next replies.
         buf.clear();
         self.wbuf = buf;

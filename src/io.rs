@@ -96,9 +96,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin, T: AsyncRead + AsyncWrite + Unpin> Async
     }
 }
 
-/// Writes and flushes to a local client within `limit`: a client that never
-/// reads its replies cannot hold a session forever.
-pub async fn write_to_client<S: AsyncWrite + Unpin>(
+/// Writes and flushes within `limit` (`ErrorKind::TimedOut` past it): a
+/// peer that never reads cannot hold a session forever.
+pub async fn write_all_within<S: AsyncWrite + Unpin>(
     stream: &mut S,
     data: &[u8],
     limit: Duration,
@@ -113,7 +113,7 @@ pub async fn write_to_client<S: AsyncWrite + Unpin>(
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            "client does not read",
+            "the peer does not read",
         )),
     }
 }

@@ -369,24 +369,19 @@ pub async fn write_within<S>(
 where
     S: tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(timeout, async {
-        stream.write_all(data).await?;
-        stream.flush().await
-    })
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(UpstreamError::Io {
-            target: target.to_owned(),
-            source: Arc::new(e),
-        }),
-        Err(_) => Err(UpstreamError::Timeout {
-            target: target.to_owned(),
-            stage,
-            secs: timeout.as_secs(),
-        }),
-    }
+    crate::io::write_all_within(stream, data, timeout)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => UpstreamError::Timeout {
+                target: target.to_owned(),
+                stage,
+                secs: timeout.as_secs(),
+            },
+            _ => UpstreamError::Io {
+                target: target.to_owned(),
+                source: Arc::new(e),
+            },
+        })
 }
 
 /// Resolve and connect (each address in turn), within `timeout` per step.

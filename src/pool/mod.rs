@@ -1,4 +1,4 @@
-//! Sending pools (issue 6): mailbox rotation, durable daily quotas, pacing,
+//! Sending pools: mailbox rotation, durable daily quotas, pacing,
 //! parking and observed ceilings. Knows nothing of SMTP or IMAP: the SMTP
 //! route calls in here and maps the answers to replies.
 //!

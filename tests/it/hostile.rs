@@ -1,4 +1,4 @@
-//! Hostile clients against a running Postern (issue 7): over-long lines, NUL
+//! Hostile clients against a running Postern: over-long lines, NUL
 //! and invalid UTF-8, garbage and oversized AUTH responses, huge IMAP
 //! literals, endless DATA, slowloris, clients that never read, a connection
 //! flood, password guessing, TLS mix-ups and STARTTLS command injection.

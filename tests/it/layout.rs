@@ -46,11 +46,20 @@ fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
     out
 }
 
-/// Strips `//` comments and string literals (roughly) so paths in text are
-/// not taken for imports.
+/// Strips `//` comments, string literals (roughly) and `pub(in path)`
+/// visibilities, so paths in text are not taken for imports.
 fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
+        let unscoped;
+        let line = match line.find("pub(in ") {
+            Some(at) => {
+                let close = line[at..].find(')').map_or(line.len(), |c| at + c + 1);
+                unscoped = format!("{}pub{}", &line[..at], &line[close..]);
+                unscoped.as_str()
+            }
+            None => line,
+        };
         let mut in_str = false;
         let mut prev = ' ';
         let mut kept = String::new();

@@ -4,10 +4,7 @@
 use crate::secret::Secret;
 
 use super::parse::{utf8, Cursor, Kind, ParseError};
-use super::syntax::{is_base64, Tag};
-
-/// RFC 2971 ID parameters: `None` for `NIL`, else (field, value) pairs.
-pub type IdParams = Option<Vec<(String, Option<String>)>>;
+use super::syntax::{is_base64, IdParams, Tag};
 
 /// A parsed client command.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! Encoding the commands Postern sends upstream and the responses it sends
 //! to the local client.
 
-use super::command::{AuthResponse, Command, CommandKind, IdParams};
+use super::command::{AuthResponse, Command, CommandKind};
 use super::frame::Tail;
 use super::response::{has_capability, Code, Response, Status};
+use super::syntax::IdParams;
 use super::syntax::{is_atom, is_base64};
 
 /// Values that cannot be put on the wire.

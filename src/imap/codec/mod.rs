@@ -123,9 +123,7 @@ pub mod syntax;
 #[cfg(test)]
 mod tests;
 
-pub use command::{
-    parse_auth_response, parse_command, AuthResponse, Command, CommandKind, IdParams,
-};
+pub use command::{parse_auth_response, parse_command, AuthResponse, Command, CommandKind};
 pub use encode::{
     encode_auth_response, encode_command, encode_response, EncodeError, LiteralSupport,
 };
@@ -134,4 +132,4 @@ pub use parse::{ParseError, ParseErrorKind};
 pub use response::{
     has_capability, parse_greeting, parse_response, Code, Response, Status, StatusResponse,
 };
-pub use syntax::Tag;
+pub use syntax::{IdParams, Tag};

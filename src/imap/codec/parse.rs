@@ -1,8 +1,7 @@
 //! Parse errors and the cursor the command and response parsers read a
 //! frame with.
 
-use super::command::IdParams;
-use super::syntax::{is_astring_char, is_atom_char, leading_tag, Tag};
+use super::syntax::{is_astring_char, is_atom_char, leading_tag, IdParams, Tag};
 
 /// What was wrong with a frame. The texts are fixed, so they may go into a
 /// `BAD` reply or a log: they never echo the input.

@@ -1,8 +1,8 @@
 //! The responses a client needs to log in: greeting, CAPABILITY, tagged
 //! status, continuation.
 
-use super::command::IdParams;
 use super::parse::{Cursor, Kind, ParseError};
+use super::syntax::IdParams;
 use super::syntax::Tag;
 
 /// The status word of a status response.

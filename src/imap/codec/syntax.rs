@@ -82,3 +82,6 @@ pub(super) fn leading_tag(frame: &[u8]) -> Option<Tag> {
     // Tag characters are ASCII, so this is lossless.
     Some(Tag(String::from_utf8_lossy(&frame[..end]).into_owned()))
 }
+
+/// RFC 2971 ID parameters: `None` for `NIL`, else (field, value) pairs.
+pub type IdParams = Option<Vec<(String, Option<String>)>>;

@@ -1,0 +1,154 @@
+//! `postern check-config`'s description of the resolved setup. Never
+//! prints a secret: only where secrets come from.
+
+use super::types::*;
+use crate::providers::TlsMode;
+
+impl Config {
+    /// The human-readable resolved setup printed by `postern check-config`.
+    /// Never contains a secret: only where secrets come from.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        use std::fmt::Write;
+        let _ = writeln!(w, "config:    {}", self.file.display());
+        let _ = writeln!(w, "data_dir:  {}", self.data_dir.display());
+        let listener = |w: &mut String, name: &str, l: &Listener| {
+            for a in &l.listen {
+                let auth = if a.ip().is_loopback() || l.tls == TlsMode::Implicit {
+                    "AUTH allowed"
+                } else {
+                    "AUTH after STARTTLS"
+                };
+                let _ = writeln!(w, "{name:<10} {a} tls={} ({auth})", l.tls);
+            }
+        };
+        let _ = writeln!(w, "\nlisteners:");
+        listener(w, "  smtp", &self.smtp);
+        match &self.imap {
+            Some(l) => listener(w, "  imap", l),
+            None => {
+                let _ = writeln!(w, "  imap      (off)");
+            }
+        }
+        match &self.tls {
+            Some(t) => {
+                let _ = writeln!(
+                    w,
+                    "  tls cert  {} key {}",
+                    t.cert.display(),
+                    t.key.display()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    w,
+                    "  tls cert  self-signed, kept in {}",
+                    self.data_dir.join("tls").display()
+                );
+            }
+        }
+        let _ = writeln!(w, "\nusers:");
+        for u in self.users.values() {
+            let send = u
+                .send_via
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "(no sending)".into());
+            let read = u.read_via.as_deref().unwrap_or("(no IMAP)");
+            let _ = writeln!(w, "  {:<16} send_via={send} read_via={read}", u.name);
+        }
+        let _ = writeln!(w, "\naccounts:");
+        if self.accounts.is_empty() {
+            let _ = writeln!(w, "  (none)");
+        }
+        for a in self.accounts.values() {
+            let preset = a.provider.map(|p| p.name).unwrap_or("custom");
+            let off = if a.enabled {
+                ""
+            } else {
+                " (disabled: enabled = false)"
+            };
+            let _ = writeln!(w, "  {} <{}> preset={preset}{off}", a.name, a.email);
+            for (proto, svc) in [("smtp", &a.smtp), ("imap", &a.imap)] {
+                if let Some(svc) = svc {
+                    let alt = svc
+                        .alternate
+                        .as_ref()
+                        .map(|e| format!(", alternate {e}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        w,
+                        "    {proto}  {} user {}{alt}",
+                        svc.endpoint, svc.username
+                    );
+                }
+            }
+            let cred = match (a.auth, &a.token_command, &a.password) {
+                (AuthMethod::Oauth2, Some(_), _) => "oauth2 via token_command".to_owned(),
+                (AuthMethod::Oauth2, None, _) => {
+                    let o = a.oauth.as_ref();
+                    let grant = match o.and_then(|o| o.grant).unwrap_or(Grant::AuthorizationCode) {
+                        Grant::AuthorizationCode => "authorization code",
+                        Grant::Device => "device",
+                        Grant::ClientCredentials => "client credentials",
+                    };
+                    let client = o.and_then(|o| o.client_id.as_deref()).unwrap_or("?");
+                    let secret = match o {
+                        Some(o)
+                            if o.client_secret_env.is_some() || o.client_secret_file.is_some() =>
+                        {
+                            "confidential client"
+                        }
+                        _ => "public client",
+                    };
+                    format!("oauth2 (built-in: {grant} grant, client_id {client}, {secret}; consent with `postern auth {}`)", a.name)
+                }
+                (AuthMethod::Password, _, Some(PasswordSource::Env(v))) => {
+                    format!("password from ${v}")
+                }
+                (AuthMethod::Password, _, Some(PasswordSource::File(f))) => {
+                    format!("password from {}", f.display())
+                }
+                (AuthMethod::Password, _, None) => "password (missing source)".to_owned(),
+            };
+            let _ = writeln!(w, "    auth  {cred}");
+            if let Some(ca) = &a.ca_file {
+                let _ = writeln!(w, "    ca    {}", ca.display());
+            }
+            let limit = self
+                .daily_limit(a)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "none".into());
+            let _ = writeln!(w, "    limit {limit}/day, window {}", a.window);
+        }
+        if !self.pools.is_empty() {
+            let _ = writeln!(w, "\npools:");
+            for p in self.pools.values() {
+                let _ = writeln!(
+                    w,
+                    "  {} strategy={:?} from_policy={:?} accounts={}",
+                    p.name,
+                    p.strategy,
+                    p.from_policy,
+                    p.accounts.join(", ")
+                );
+            }
+        }
+        let l = &self.limits;
+        let _ = writeln!(
+            w,
+            "\nlimits: max_connections={} idle_timeout={} imap_idle_timeout={} data_timeout={} max_message_size={} max_recipients={} max_bad_commands={} auth_failure_delay={} auth_backoff_max={}",
+            l.max_connections,
+            humantime::format_duration(l.idle_timeout),
+            humantime::format_duration(l.imap_idle_timeout),
+            humantime::format_duration(l.data_timeout),
+            l.max_message_size,
+            l.max_recipients,
+            l.max_bad_commands,
+            humantime::format_duration(l.auth_failure_delay),
+            humantime::format_duration(l.auth_backoff_max),
+        );
+        s
+    }
+}

@@ -1,0 +1,138 @@
+//! The configuration as written: serde types that mirror the TOML, with
+//! unknown keys refused. Only [`super::check`] reads them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::types::{opt_duration, AuthMethod, FromPolicy, OAuthConfig, Ramp, Strategy};
+use crate::providers::{TlsMode, Window};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) log_level: Option<String>,
+    pub(super) hostname: Option<String>,
+    pub(super) smtp: Option<RawListener>,
+    pub(super) imap: Option<RawListener>,
+    pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) users: BTreeMap<String, RawUser>,
+    #[serde(default)]
+    pub(super) accounts: BTreeMap<String, RawAccount>,
+    #[serde(default)]
+    pub(super) pools: BTreeMap<String, RawPool>,
+    pub(super) limits: Option<RawLimits>,
+    pub(super) quota_store: Option<String>,
+    #[serde(default)]
+    pub(super) trace_header: bool,
+    pub(super) key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub(super) listen: OneOrMany,
+    #[serde(default = "tls_none")]
+    pub(super) tls: TlsMode,
+}
+
+fn tls_none() -> TlsMode {
+    TlsMode::None
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub(super) password_hash: String,
+    pub(super) send_via: Option<String>,
+    pub(super) read_via: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) tls: TlsMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) enabled: Option<bool>,
+    pub(super) provider: Option<String>,
+    pub(super) email: String,
+    pub(super) username: Option<String>,
+    pub(super) smtp: Option<RawEndpoint>,
+    pub(super) imap: Option<RawEndpoint>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) auth: Option<AuthMethod>,
+    pub(super) token_command: Option<String>,
+    pub(super) oauth: Option<OAuthConfig>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) daily_limit: Option<u32>,
+    pub(super) window: Option<Window>,
+    pub(super) time_zone: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) min_interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) jitter: Option<Duration>,
+    pub(super) ramp: Option<Ramp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub(super) accounts: Vec<String>,
+    pub(super) strategy: Option<Strategy>,
+    #[serde(default)]
+    pub(super) weights: BTreeMap<String, u32>,
+    pub(super) from_policy: Option<FromPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_connections: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) imap_idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) data_timeout: Option<Duration>,
+    pub(super) max_message_size: Option<usize>,
+    pub(super) max_recipients: Option<usize>,
+    pub(super) max_bad_commands: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) auth_failure_delay: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) auth_backoff_max: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) shutdown_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) upstream_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) upstream_data_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) upstream_keepalive: Option<Duration>,
+    pub(super) upstream_pool: Option<usize>,
+}

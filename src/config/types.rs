@@ -1,0 +1,284 @@
+//! The validated configuration: what the rest of Postern reads, checked
+//! once at load (DESIGN.md's configuration contract).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::providers::{self, TlsMode, Window};
+
+/// A configuration problem, with the file and the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_level: Option<String>,
+    /// Name this server gives itself in greetings.
+    pub hostname: String,
+    pub smtp: Listener,
+    pub imap: Option<Listener>,
+    pub tls: Option<TlsFiles>,
+    pub users: BTreeMap<String, User>,
+    pub accounts: BTreeMap<String, Account>,
+    pub pools: BTreeMap<String, Pool>,
+    pub limits: Limits,
+    pub quota_store: Option<String>,
+    pub trace_header: bool,
+    /// Key for the OAuth token store (64 hex characters in a file).
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub listen: Vec<SocketAddr>,
+    pub tls: TlsMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    /// PHC string ("$argon2id$…"), checked to parse at load.
+    pub password_hash: String,
+    pub send_via: Option<SendVia>,
+    pub read_via: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendVia {
+    Capture,
+    Account(String),
+    Pool(String),
+}
+
+impl fmt::Display for SendVia {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendVia::Capture => f.write_str("capture"),
+            SendVia::Account(a) => write!(f, "account {a}"),
+            SendVia::Pool(p) => write!(f, "pool:{p}"),
+        }
+    }
+}
+
+/// A server Postern connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ({})", self.host, self.port, self.tls)
+    }
+}
+
+impl From<providers::Server> for Endpoint {
+    fn from(s: providers::Server) -> Self {
+        Endpoint {
+            host: s.host.to_owned(),
+            port: s.port,
+            tls: s.tls,
+        }
+    }
+}
+
+/// One protocol of an account: where to connect and which login name to use.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub endpoint: Endpoint,
+    /// Another port/TLS mode the provider offers (from the preset), for `doctor`.
+    pub alternate: Option<Endpoint>,
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    Oauth2,
+    Password,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    AuthorizationCode,
+    Device,
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub auth_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub tenant: Option<String>,
+    pub grant: Option<Grant>,
+    #[serde(default, with = "opt_duration")]
+    pub refresh_margin: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    pub start: u32,
+    pub step: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    /// `enabled = false`: kept in the file but not used (its secrets are
+    /// not needed, pools skip it, users cannot send or read through it).
+    pub enabled: bool,
+    pub provider: Option<&'static providers::Preset>,
+    pub email: String,
+    pub smtp: Option<Service>,
+    pub imap: Option<Service>,
+    pub ca_file: Option<PathBuf>,
+    pub auth: AuthMethod,
+    pub token_command: Option<String>,
+    pub oauth: Option<OAuthConfig>,
+    pub password: Option<PasswordSource>,
+    pub daily_limit: Option<u32>,
+    pub window: Window,
+    pub time_zone: Option<String>,
+    pub min_interval: Option<Duration>,
+    pub jitter: Option<Duration>,
+    pub ramp: Option<Ramp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    RoundRobin,
+    LeastUsed,
+    Weighted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FromPolicy {
+    Rewrite,
+    RequireMatch,
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub accounts: Vec<String>,
+    pub strategy: Strategy,
+    pub weights: BTreeMap<String, u32>,
+    pub from_policy: FromPolicy,
+}
+
+/// Abuse limits (`[limits]`), with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// How long a client may stay silent, and how long one command line (or
+    /// pre-login IMAP command) may take from its first byte to its line end.
+    pub idle_timeout: Duration,
+    pub imap_idle_timeout: Duration,
+    /// The whole of one SMTP DATA phase, from the 354 to the final dot.
+    pub data_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_bad_commands: u32,
+    pub auth_failure_delay: Duration,
+    pub auth_backoff_max: Duration,
+    pub shutdown_timeout: Duration,
+    /// Connect, greeting and per-command timeout towards upstream servers.
+    pub upstream_timeout: Duration,
+    /// How long the upstream may take to answer the end of a message (its
+    /// final reply after DATA or BDAT LAST).
+    pub upstream_data_timeout: Duration,
+    /// How long an idle authenticated upstream connection is kept for reuse.
+    pub upstream_keepalive: Duration,
+    /// Authenticated upstream connections kept warm per account.
+    pub upstream_pool: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 500,
+            idle_timeout: Duration::from_secs(300),
+            imap_idle_timeout: Duration::from_secs(31 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_bad_commands: 20,
+            auth_failure_delay: Duration::from_secs(1),
+            auth_backoff_max: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(30),
+            // RFC 5321 4.5.3.2.6: a client waits 10 minutes for the reply to
+            // the final dot.
+            upstream_data_timeout: Duration::from_secs(10 * 60),
+            upstream_keepalive: Duration::from_secs(60),
+            upstream_pool: 16,
+        }
+    }
+}
+
+/// Durations are written as humantime strings: "90s", "5m", "1h 30m".
+pub(super) mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            humantime::parse_duration(&s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h\""
+                ))
+            })
+        })
+        .transpose()
+    }
+}
