@@ -124,7 +124,7 @@ fn check_pools(
 ) -> Result<BTreeMap<String, Pool>, ConfigError> {
     let mut pools = BTreeMap::new();
     for (name, p) in pools_raw {
-        check_name(&c, "pools", &name)?;
+        check_name(c, "pools", &name)?;
         let key = format!("pools.{name}");
         if p.accounts.is_empty() {
             return Err(c.err(

@@ -25,8 +25,6 @@ impl Config {
     }
 
     /// Check config text as if it had been read from `file`.
-
-    /// Check config text as if it had been read from `file`.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
         check::config(text, file)
     }
