@@ -1,9 +1,13 @@
 //! Postern: a local SMTP/IMAP gateway. Legacy programs log in on localhost
 //! with a plain password; Postern talks to the provider the modern way.
 //!
-//! Module map (dependencies point down): `config` → `providers`; `server`
-//! spawns `smtp::session`; sessions use `auth`, `route`, `capture` and the
-//! sans-I/O codecs (`smtp::codec`, `sasl`).
+//! Module map (dependencies point down, never up): `server` spawns the
+//! sessions (`smtp::session`, `imap::proxy`) over `conn::Conn`; sessions use
+//! `auth`, `smtp::route` (capture, `smtp::relay`, `pool`) and the sans-I/O
+//! codecs (`smtp::codec`, `imap::codec`, `sasl`); the upstream clients
+//! (`smtp::upstream`, `imap::upstream`) stand on `upstream`; everything reads
+//! `config`, which reads `providers`. `text`, `secret` and `io` are at the
+//! bottom. `tests/it/layout.rs` checks that no two files import each other.
 
 pub mod auth;
 pub mod capture;
