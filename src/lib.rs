@@ -13,6 +13,7 @@ pub mod auth;
 pub mod capture;
 pub mod config;
 pub mod conn;
+pub mod db;
 pub mod doctor;
 pub mod imap;
 pub mod io;

@@ -39,6 +39,24 @@ pub enum StoreError {
     Lost { store: String, why: String },
 }
 
+impl crate::db::DbError for StoreError {
+    fn shared(&self) -> StoreError {
+        StoreError::batch(self)
+    }
+    fn task(what: &str) -> StoreError {
+        StoreError::Task(what.to_owned())
+    }
+    fn invalid(what: String) -> StoreError {
+        StoreError::Invalid(what)
+    }
+    fn io(path: &std::path::Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
 impl StoreError {
     /// Whether this is [`StoreError::Lost`].
     pub fn is_lost(&self) -> bool {

@@ -1,21 +1,16 @@
-//! The embedded store: one SQLite file (`data_dir/state.sqlite3`), WAL.
-//!
-//! One thread ("postern-store") owns the connection and runs every operation
-//! for this process. It takes the operations waiting for it as one batch:
-//! one `BEGIN IMMEDIATE` transaction (`BEGIN DEFERRED` when the batch only
-//! reads), each operation in its own savepoint (one that fails is rolled back
-//! alone), and one `COMMIT` (group commit). So the check and the insert of a
+//! The embedded store: one SQLite file (`data_dir/state.sqlite3`), WAL, run
+//! by one [`Db`](crate::db::Db) thread with group commit: each operation is
+//! one savepoint in a batch's transaction, so the check and the insert of a
 //! reserve cannot interleave with another connection's, in this process or
 //! another one on the same file, and sixteen sessions reserving at once pay
-//! for one fsync, not sixteen. An operation's caller hears back only after
-//! its batch is committed.
+//! for one fsync, not sixteen.
 //!
-//! Durability: a batch holding a reservation commits with
-//! `synchronous = FULL`, so a unit is on disk before its RCPT is answered and
-//! neither `kill -9` nor a power cut makes Postern forget it. Other batches
-//! commit with `NORMAL` (no fsync): after a power cut a commit that did not
-//! reach the disk leaves its units reserved, which still count (over-counting
-//! is the safe side).
+//! Durability: a reservation is a durable operation (`synchronous = FULL`),
+//! so a unit is on disk before its RCPT is answered and neither `kill -9`
+//! nor a power cut makes Postern forget it. Other batches commit with
+//! `NORMAL` (no fsync): after a power cut a commit that did not reach the
+//! disk leaves its units reserved, which still count (over-counting is the
+//! safe side). Marking units sent is lazy.
 //!
 //! Counting: the `windows` table keeps, per mailbox, how many units after
 //! `cutoff_ms` are sent and reserved. Triggers on `units` keep it right for
@@ -27,14 +22,10 @@
 //! are milliseconds since the Unix epoch.
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::path::Path;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::quota::Quota;
 use super::record::{
@@ -42,15 +33,10 @@ use super::record::{
     StoreError,
 };
 use super::window::{add, ms_to_ts, Ceiling, KEEP_MS};
+use crate::db::{Db, Schema};
 
 /// `PRAGMA user_version` of the schema below.
 const SCHEMA_VERSION: i64 = 2;
-
-/// Operations run in one batch at most (a batch is one transaction).
-const MAX_BATCH: usize = 256;
-
-/// How long a batch of only lazy operations (commits) waits for company.
-const LAZY_WAIT: Duration = Duration::from_millis(50);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS units (
@@ -100,42 +86,17 @@ CREATE TRIGGER IF NOT EXISTS units_update AFTER UPDATE OF account, at_ms, sent O
 END;
 ";
 
-/// What an operation's caller is told once its batch has committed (or not).
-type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-
-/// An operation: given the connection inside the batch's transaction, or the
-/// reason the batch could not begin (then it only reports that).
-type Op = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Reply + Send>;
-
-/// One operation for the store thread.
-struct Job {
-    /// Writes something (the batch then takes the write lock at BEGIN).
-    writes: bool,
-    /// Must be on disk before its caller hears back (`synchronous = FULL`).
-    durable: bool,
-    /// `None`: a wake-up for the lazy queue, nothing to run itself.
-    run: Option<Op>,
-}
-
-/// Lazy operations (commits) wait here, not in the channel, so that queueing
-/// one does not wake the store thread: the next batch takes them along. Only
-/// the first one queued while the queue is empty sends a wake-up, so they
-/// wait at most [`LAZY_WAIT`] when nothing else comes.
-type LazyQueue = Arc<Mutex<Vec<Job>>>;
-
 /// The SQLite store. Cloning shares the store thread; it ends when the last
 /// clone is dropped, after the operations already sent.
 #[derive(Clone)]
 pub struct SqliteStore {
-    path: PathBuf,
-    jobs: mpsc::Sender<Job>,
-    lazy: LazyQueue,
+    db: Db<StoreError>,
 }
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish()
     }
 }
@@ -144,126 +105,25 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and its folder, and
     /// starts the store thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let mut conn = Connection::open(path)?;
-        // Another process (a second `run`, or `status`) may hold the write
-        // lock for a moment.
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // Every statement below stays prepared (there are about 30).
-        conn.set_prepared_statement_cache_capacity(64);
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Invalid(format!(
-                "{}: cannot switch to WAL (journal_mode is {mode})",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Create the schema only when missing: reading `user_version` takes
-        // no lock, so opening never waits for a busy writer (`status`).
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        } else if version > SCHEMA_VERSION {
-            return Err(StoreError::Invalid(format!(
-                "{}: written by a newer Postern (schema {version}, this one knows {SCHEMA_VERSION})",
-                path.display()
-            )));
-        }
-        let (jobs, queue) = mpsc::channel();
-        let lazy = LazyQueue::default();
-        let lazy_queue = Arc::clone(&lazy);
-        std::thread::Builder::new()
-            .name("postern-store".into())
-            .spawn(move || serve(conn, &queue, &lazy_queue))
-            .map_err(|source| StoreError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let schema = Schema {
+            version: SCHEMA_VERSION,
+            sql: SCHEMA,
+        };
         Ok(SqliteStore {
-            path: path.to_owned(),
-            jobs,
-            lazy,
+            db: Db::open(path, &schema, "postern-store")?,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    /// Runs `f` on the store thread inside the next batch; the answer comes
-    /// once that batch has committed.
     async fn run<T, F>(&self, writes: bool, durable: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tell, answer) = oneshot::channel();
-        let run: Op = Box::new(move |c: Result<&Connection, &StoreError>| -> Reply {
-            let result = c
-                .map_err(StoreError::batch)
-                .and_then(|c| in_savepoint(c, f));
-            Box::new(move |committed: Result<(), &StoreError>| {
-                let result = result.and_then(|v| committed.map(|()| v).map_err(StoreError::batch));
-                let _ = tell.send(result);
-            })
-        });
-        self.jobs
-            .send(Job {
-                writes,
-                durable,
-                run: Some(run),
-            })
-            .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("the store thread stopped".into()))?
-    }
-
-    /// Queues `f` for a coming batch without waiting for it.
-    fn lazy<F>(&self, f: F) -> Result<(), StoreError>
-    where
-        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
-    {
-        let run: Op = Box::new(move |c: Result<&Connection, &StoreError>| -> Reply {
-            let result = c
-                .map_err(StoreError::batch)
-                .and_then(|c| in_savepoint(c, f));
-            Box::new(move |committed: Result<(), &StoreError>| {
-                let result = result.and_then(|()| committed.map_err(StoreError::batch));
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "quota store: could not mark units sent (they stay counted)");
-                }
-            })
-        });
-        let first = {
-            let mut q = self.lazy.lock().unwrap_or_else(PoisonError::into_inner);
-            q.push(Job {
-                writes: true,
-                durable: false,
-                run: Some(run),
-            });
-            q.len() == 1
-        };
-        if first {
-            let wake = Job {
-                writes: false,
-                durable: false,
-                run: None,
-            };
-            self.jobs
-                .send(wake)
-                .map_err(|_| StoreError::Task("the store thread has stopped".into()))?;
-        }
-        Ok(())
+        self.db.run(writes, durable, f).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -271,7 +131,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(false, false, f).await
+        self.db.read(f).await
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -279,110 +139,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(true, false, f).await
+        self.db.write(f).await
     }
-}
 
-/// The store thread: batches until every `SqliteStore` clone is gone, then
-/// runs what is left in the lazy queue.
-fn serve(conn: Connection, queue: &mpsc::Receiver<Job>, lazy: &Mutex<Vec<Job>>) {
-    let mut full = false;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let take_lazy = |batch: &mut Vec<Job>| {
-        let mut q = lazy.lock().unwrap_or_else(PoisonError::into_inner);
-        // Queued before the jobs just received (or at the same time): first.
-        batch.splice(0..0, q.drain(..));
-    };
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        loop {
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            // Only a wake-up for lazy work: give it a moment to ride along
-            // with the next reservation instead of a transaction of its own.
-            if batch.iter().any(|j| j.run.is_some()) {
-                break;
-            }
-            match queue.recv_timeout(LAZY_WAIT) {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        take_lazy(&mut batch);
-        run_batch(&conn, &mut batch, &mut full);
+    fn lazy<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        self.db.lazy(
+            "quota store: could not mark units sent (they stay counted)",
+            f,
+        )
     }
-    take_lazy(&mut batch);
-    run_batch(&conn, &mut batch, &mut full);
-}
-
-/// One transaction for every job in `batch` (emptied).
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>, full: &mut bool) {
-    batch.retain(|j| j.run.is_some());
-    if batch.is_empty() {
-        return;
-    }
-    let writes = batch.iter().any(|j| j.writes);
-    let durable = batch.iter().any(|j| j.durable);
-    let begun = (|| -> Result<(), StoreError> {
-        if durable != *full {
-            let mode = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            conn.prepare_cached(mode)?.execute([])?;
-            *full = durable;
-        }
-        let begin = if writes {
-            "BEGIN IMMEDIATE"
-        } else {
-            "BEGIN DEFERRED"
-        };
-        conn.prepare_cached(begin)?.execute([])?;
-        Ok(())
-    })();
-    let ops = batch.drain(..).filter_map(|j| j.run);
-    if let Err(e) = &begun {
-        // Every caller in the batch hears why; none of them ran.
-        for op in ops {
-            op(Err(e))(Err(e));
-        }
-        return;
-    }
-    let replies: Vec<Reply> = ops.map(|op| op(Ok(conn))).collect();
-    let committed = conn
-        .prepare_cached("COMMIT")
-        .and_then(|mut st| st.execute([]))
-        .map(drop)
-        .map_err(StoreError::from);
-    if committed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for reply in replies {
-        reply(committed.as_ref().map(|_| ()));
-    }
-}
-
-/// Runs one operation in a savepoint: on error (or panic) only its own
-/// changes are undone.
-fn in_savepoint<T, F>(c: &Connection, f: F) -> Result<T, StoreError>
-where
-    F: FnOnce(&Connection) -> Result<T, StoreError>,
-{
-    c.prepare_cached("SAVEPOINT op")?.execute([])?;
-    let result = match catch_unwind(AssertUnwindSafe(|| f(c))) {
-        Ok(r) => r,
-        Err(_) => Err(StoreError::Task("a quota store operation panicked".into())),
-    };
-    if result.is_err() {
-        c.prepare_cached("ROLLBACK TO op")?.execute([])?;
-    }
-    c.prepare_cached("RELEASE op")?.execute([])?;
-    result
 }
 
 /// Sent and reserved units of one mailbox after a cutoff.
