@@ -19,6 +19,7 @@ pub mod imap;
 pub mod io;
 pub mod pool;
 pub mod providers;
+pub mod queue;
 pub mod rewrite;
 pub mod sasl;
 pub mod secret;
