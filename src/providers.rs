@@ -250,6 +250,14 @@ pub struct Preset {
     pub oauth: Option<OAuthProvider>,
     /// Messages per `window` before the provider starts refusing.
     pub daily_limit: u32,
+    /// Simultaneous SMTP connections per mailbox Postern opens at most
+    /// (`max_connections` on the account overrides it). The provider's
+    /// published cap where there is one; else a conservative guess, since
+    /// the user's phone and desktop share the provider's allowance.
+    pub max_connections: usize,
+    /// Messages per minute per mailbox (`max_per_minute`), where the
+    /// provider publishes a rate limit.
+    pub max_per_minute: Option<u32>,
     pub window: Window,
     /// Address domains served by this preset (lowercase). A domain belongs
     /// to at most one preset.
@@ -336,6 +344,12 @@ pub static PRESETS: &[Preset] = &[
         oauth: Some(OAuthProvider::Google),
         // Google: "Gmail sending limits" — 500 recipients/day for personal accounts.
         daily_limit: 500,
+        // Google publishes no SMTP connection cap for smtp.gmail.com
+        // (developers.google.com/workspace/gmail/imap/imap-smtp: quotas "are
+        // per user and are shared by all clients accessing the account");
+        // a conservative guess, well under the 15 IMAP sessions Gmail allows.
+        max_connections: 3,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["gmail.com", "googlemail.com"],
         hints: &[
@@ -353,6 +367,12 @@ pub static PRESETS: &[Preset] = &[
         oauth: Some(OAuthProvider::Google),
         // Google Workspace admin help: 2,000 messages/day per user.
         daily_limit: 2000,
+        // Google publishes no SMTP connection cap for smtp.gmail.com
+        // (developers.google.com/workspace/gmail/imap/imap-smtp: quotas "are
+        // per user and are shared by all clients accessing the account");
+        // a conservative guess, well under the 15 IMAP sessions Gmail allows.
+        max_connections: 3,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &[],
         hints: &["OAuth only since May 2025: app passwords and plain passwords are refused"],
@@ -367,6 +387,12 @@ pub static PRESETS: &[Preset] = &[
         oauth: Some(OAuthProvider::Microsoft),
         // Outlook.com sending limits: 300 recipients/day for personal accounts.
         daily_limit: 300,
+        // learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements:
+        // "Up to three concurrent connections are allowed to send email
+        // messages at the same time" (432 4.3.2 Concurrent connections limit
+        // exceeded beyond), and "30 messages per minute".
+        max_connections: 3,
+        max_per_minute: Some(30),
         window: Window::Rolling24h,
         domains: &[
             "outlook.com",
@@ -402,6 +428,12 @@ pub static PRESETS: &[Preset] = &[
         // Exchange Online limits allow more per mailbox, but new tenants are
         // throttled around 5,000–6,000/day; the low end is the safe default.
         daily_limit: 5000,
+        // learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements:
+        // "Up to three concurrent connections are allowed to send email
+        // messages at the same time" (432 4.3.2 Concurrent connections limit
+        // exceeded beyond), and "30 messages per minute".
+        max_connections: 3,
+        max_per_minute: Some(30),
         window: Window::Rolling24h,
         domains: &[],
         hints: &[
@@ -420,6 +452,10 @@ pub static PRESETS: &[Preset] = &[
         // Yahoo does not publish a fixed number; ~500/day is the commonly
         // observed ceiling (DESIGN.md).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &[
             "yahoo.com",
@@ -443,6 +479,10 @@ pub static PRESETS: &[Preset] = &[
         // Conservative guess: Zoho's limits depend on the plan and are not a
         // single published number.
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["zoho.com", "zohomail.com"],
         hints: ZOHO_HINTS,
@@ -457,6 +497,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess (see zoho).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &[],
         hints: ZOHO_HINTS,
@@ -471,6 +515,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess (see zoho).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["zohomail.eu"],
         hints: ZOHO_HINTS,
@@ -485,6 +533,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess (see zoho).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &[],
         hints: ZOHO_HINTS,
@@ -505,6 +557,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Apple: "iCloud Mail limits" — 1,000 recipients/day.
         daily_limit: 1000,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["icloud.com", "me.com", "mac.com"],
         hints: &[
@@ -522,6 +578,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess: AT&T publishes no daily number.
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: ATT_DOMAINS,
         hints: &[
@@ -540,6 +600,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess (see att).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &[],
         hints: &[
@@ -558,6 +622,10 @@ pub static PRESETS: &[Preset] = &[
         // Conservative guess: AOL publishes no daily number; same as Yahoo,
         // whose mail platform it shares.
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["aol.com", "aim.com"],
         hints: &["generate an app password in AOL Account security"],
@@ -572,6 +640,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess: GMX publishes no daily number.
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["gmx.com"],
         hints: &[GMX_HINT],
@@ -586,6 +658,10 @@ pub static PRESETS: &[Preset] = &[
         oauth: None,
         // Conservative guess (see gmx).
         daily_limit: 500,
+        // No published SMTP connection cap: a conservative guess (the
+        // provider's allowance is shared with the user's other devices).
+        max_connections: 2,
+        max_per_minute: None,
         window: Window::Rolling24h,
         domains: &["gmx.net", "gmx.de", "gmx.at", "gmx.ch"],
         hints: &[GMX_HINT],

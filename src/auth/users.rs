@@ -283,6 +283,8 @@ mod tests {
                 password_hash: hash_password(&Secret::new("right")),
                 send_via: None,
                 read_via: None,
+                delivery: None,
+                bounce: None,
             },
         );
         Users::new(&m, limits)

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    OneOrMany, RawAccount, RawConfig, RawEndpoint, RawLimits, RawListener, RawPool, RawUser,
+    OneOrMany, RawAccount, RawConfig, RawEndpoint, RawLimits, RawListener, RawPool, RawQueue,
+    RawUser,
 };
 use super::types::*;
 use crate::providers::{self, TlsMode, UserForm, Window};
@@ -78,6 +79,7 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let pools = check_pools(&c, raw.pools, &accounts)?;
     let users = check_users(&c, raw.users, &accounts, &pools)?;
     let limits = check_limits(&c, raw.limits)?;
+    let queue = check_queue(&c, raw.queue)?;
 
     if let Some(q) = &raw.quota_store {
         if !q.starts_with("redis://") {
@@ -112,7 +114,79 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         quota_store: raw.quota_store,
         trace_header: raw.trace_header,
         key_file: raw.key_file.map(|p| c.path(&p)),
+        queue,
     })
+}
+
+/// A `bounce` value: "sender", "none" or an address.
+fn check_bounce(c: &Checker, key: &str, v: &str) -> Result<Bounce, ConfigError> {
+    match v {
+        "sender" => Ok(Bounce::Sender),
+        "none" => Ok(Bounce::None),
+        a if a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            && !a.contains(|ch: char| ch.is_whitespace() || ch.is_control() || ch == '<' || ch == '>') =>
+        {
+            Ok(Bounce::Address(a.to_owned()))
+        }
+        _ => Err(c.err(
+            key,
+            format!("\"{v}\" is not \"sender\", \"none\" or an address like \"postmaster@example.com\""),
+        )),
+    }
+}
+
+/// `[queue]`: the defaults with what the file sets.
+fn check_queue(c: &Checker, raw: Option<RawQueue>) -> Result<QueueConfig, ConfigError> {
+    let mut q = QueueConfig::default();
+    let Some(r) = raw else { return Ok(q) };
+    if let Some(v) = r.max_queue_age {
+        if v.is_zero() {
+            return Err(c.err("queue.max_queue_age", "must be more than 0"));
+        }
+        q.max_queue_age = v;
+    }
+    if let Some(s) = r.max_queue_size {
+        if let Some(m) = s.messages {
+            if m == 0 {
+                return Err(c.err("queue.max_queue_size.messages", "must be at least 1"));
+            }
+            q.max_messages = m;
+        }
+        if let Some(b) = s.bytes {
+            if b < 1024 {
+                return Err(c.err("queue.max_queue_size.bytes", "must be at least 1024"));
+            }
+            q.max_bytes = b;
+        }
+    }
+    if let Some(list) = r.retry {
+        if list.is_empty() {
+            return Err(c.err("queue.retry", "needs at least one wait, e.g. [\"1m\", \"5m\", \"15m\", \"1h\"]"));
+        }
+        let mut waits = Vec::new();
+        for w in list {
+            match humantime::parse_duration(&w) {
+                Ok(d) if !d.is_zero() => waits.push(d),
+                _ => {
+                    return Err(c.err(
+                        "queue.retry",
+                        format!("`{w}` is not a duration above 0; write e.g. \"90s\", \"5m\" or \"1h\""),
+                    ))
+                }
+            }
+        }
+        q.retry = waits;
+    }
+    if let Some(b) = &r.bounce {
+        q.bounce = check_bounce(c, "queue.bounce", b)?;
+    }
+    if let Some(w) = r.workers {
+        if w == 0 {
+            return Err(c.err("queue.workers", "must be at least 1"));
+        }
+        q.workers = w;
+    }
+    Ok(q)
 }
 
 /// `[pools.NAME]`: accounts that exist, have SMTP and appear once; weights only
@@ -178,6 +252,7 @@ fn check_pools(
                 strategy,
                 weights: p.weights,
                 from_policy: p.from_policy.unwrap_or(FromPolicy::Rewrite),
+                delivery: p.delivery,
             },
         );
     }
@@ -253,6 +328,19 @@ fn check_users(
                 }
             }
         }
+        if u.delivery.is_some_and(|d| d != Delivery::Relay)
+            && matches!(send_via, None | Some(SendVia::Capture))
+        {
+            return Err(c.err(
+                format!("{key}.delivery"),
+                "the queue delivers through an account or a pool; this user's send_via is neither",
+            ));
+        }
+        let bounce = u
+            .bounce
+            .as_deref()
+            .map(|b| check_bounce(c, &format!("{key}.bounce"), b))
+            .transpose()?;
         users.insert(
             name.clone(),
             User {
@@ -260,6 +348,8 @@ fn check_users(
                 password_hash: u.password_hash,
                 send_via,
                 read_via: u.read_via,
+                delivery: u.delivery,
+                bounce,
             },
         );
     }
@@ -560,6 +650,21 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
             return Err(c.err(format!("{key}.ramp.start"), "must be at least 1"));
         }
     }
+    // A custom server: 4 at once is what a small Postfix or Dovecot takes
+    // from one client without complaint.
+    let max_connections = a
+        .max_connections
+        .or(preset.map(|p| p.max_connections))
+        .unwrap_or(4);
+    if max_connections == 0 {
+        return Err(c.err(format!("{key}.max_connections"), "must be at least 1"));
+    }
+    let max_per_minute = a
+        .max_per_minute
+        .or(preset.and_then(|p| p.max_per_minute));
+    if max_per_minute == Some(0) {
+        return Err(c.err(format!("{key}.max_per_minute"), "must be at least 1"));
+    }
     Ok(Account {
         name: name.to_owned(),
         enabled: a.enabled.unwrap_or(true),
@@ -583,6 +688,8 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         min_interval: a.min_interval,
         jitter: a.jitter,
         ramp: a.ramp,
+        max_connections,
+        max_per_minute,
     })
 }
 

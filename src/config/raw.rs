@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::types::{opt_duration, AuthMethod, FromPolicy, OAuthConfig, Ramp, Strategy};
+use super::types::{opt_duration, AuthMethod, Delivery, FromPolicy, OAuthConfig, Ramp, Strategy};
 use crate::providers::{TlsMode, Window};
 
 #[derive(Deserialize)]
@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) pools: BTreeMap<String, RawPool>,
     pub(super) limits: Option<RawLimits>,
+    pub(super) queue: Option<RawQueue>,
     pub(super) quota_store: Option<String>,
     #[serde(default)]
     pub(super) trace_header: bool,
@@ -64,6 +65,8 @@ pub(super) struct RawUser {
     pub(super) password_hash: String,
     pub(super) send_via: Option<String>,
     pub(super) read_via: Option<String>,
+    pub(super) delivery: Option<Delivery>,
+    pub(super) bounce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +100,8 @@ pub(super) struct RawAccount {
     #[serde(default, with = "opt_duration")]
     pub(super) jitter: Option<Duration>,
     pub(super) ramp: Option<Ramp>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +112,25 @@ pub(super) struct RawPool {
     #[serde(default)]
     pub(super) weights: BTreeMap<String, u32>,
     pub(super) from_policy: Option<FromPolicy>,
+    pub(super) delivery: Option<Delivery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    #[serde(default, with = "opt_duration")]
+    pub(super) max_queue_age: Option<Duration>,
+    pub(super) max_queue_size: Option<RawQueueSize>,
+    pub(super) retry: Option<Vec<String>>,
+    pub(super) bounce: Option<String>,
+    pub(super) workers: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueueSize {
+    pub(super) messages: Option<u64>,
+    pub(super) bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,7 @@ pub struct Config {
     pub trace_header: bool,
     /// Key for the OAuth token store (64 hex characters in a file).
     pub key_file: Option<PathBuf>,
+    pub queue: QueueConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,95 @@ pub struct User {
     pub password_hash: String,
     pub send_via: Option<SendVia>,
     pub read_via: Option<String>,
+    /// How this user's mail is delivered (else the pool's, else relay).
+    pub delivery: Option<Delivery>,
+    /// Where this user's bounces go (else `[queue] bounce`).
+    pub bounce: Option<Bounce>,
+}
+
+/// How a message reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// In the session: the client gets the upstream's own verdict.
+    Relay,
+    /// In the session when it can be; what cannot go now (a transient
+    /// failure, a pool out of capacity, no free connection in time) is
+    /// queued and the client gets `250 … queued as ID`.
+    RelayThenQueue,
+    /// Always queued at the end of DATA; delivered by the workers.
+    Queue,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Delivery::Relay => "relay",
+            Delivery::RelayThenQueue => "relay-then-queue",
+            Delivery::Queue => "queue",
+        })
+    }
+}
+
+/// Where a delivery status notification for a queued message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounce {
+    /// To the envelope sender (none for a null sender).
+    Sender,
+    /// Nowhere: the failure is only logged and kept in the queue's events.
+    None,
+    /// To this address.
+    Address(String),
+}
+
+impl fmt::Display for Bounce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bounce::Sender => f.write_str("sender"),
+            Bounce::None => f.write_str("none"),
+            Bounce::Address(a) => f.write_str(a),
+        }
+    }
+}
+
+/// `[queue]`: the durable outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// A message still undelivered this long after it arrived bounces.
+    pub max_queue_age: Duration,
+    /// `max_queue_size`: past either, new messages get `452 4.3.1`.
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    /// Waits after each failed attempt; the last one repeats.
+    pub retry: Vec<Duration>,
+    pub bounce: Bounce,
+    /// Deliveries in flight at once.
+    pub workers: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            // Postfix's maximal_queue_lifetime.
+            max_queue_age: Duration::from_secs(5 * 86_400),
+            max_messages: 100_000,
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            retry: [60, 300, 900, 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            bounce: Bounce::Sender,
+            workers: 8,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The wait after the `attempts`th failed attempt.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) as usize - 1).min(self.retry.len().saturating_sub(1));
+        self.retry.get(i).copied().unwrap_or(Duration::from_secs(3600))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +276,10 @@ pub struct Account {
     pub min_interval: Option<Duration>,
     pub jitter: Option<Duration>,
     pub ramp: Option<Ramp>,
+    /// Upstream SMTP connections open at most (preset's, else 4).
+    pub max_connections: usize,
+    /// Messages per minute at most (preset's for Microsoft).
+    pub max_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -211,6 +305,7 @@ pub struct Pool {
     pub strategy: Strategy,
     pub weights: BTreeMap<String, u32>,
     pub from_policy: FromPolicy,
+    pub delivery: Option<Delivery>,
 }
 
 /// Abuse limits (`[limits]`), with defaults.
