@@ -133,7 +133,13 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
     } else {
         None
     };
-    let relay = match AccountRelay::from_account(a, &config.hostname, &limits, tokens.as_ref()) {
+    let relay = match AccountRelay::from_account(
+        a,
+        &config.hostname,
+        &limits,
+        tokens.as_ref(),
+        None,
+    ) {
         Ok(Some(r)) => r,
         Ok(None) => {
             if a.smtp.is_none() {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod db;
 pub mod doctor;
+pub mod gate;
 pub mod imap;
 pub mod io;
 pub mod pool;

@@ -176,6 +176,8 @@ impl Server {
             path: capture_dir.clone(),
             source,
         })?;
+        // The connection caps of a previous run are not this one's.
+        let _ = std::fs::remove_file(config.data_dir.join(crate::gate::BOARD_FILE));
         let users = Arc::new(Users::new(&config.users, &config.limits));
         // Built-in OAuth accounts share one token manager (None without any).
         let tokens = crate::auth::oauth::TokenManager::from_config(config)?;

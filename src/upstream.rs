@@ -124,9 +124,11 @@ pub enum Verdict {
     SenderDenied,
     /// The mailbox's credential was refused (parks it until the credential changes).
     Auth,
-    /// The server refuses one more simultaneous connection: a matter of the
-    /// connection count, never a reason to park the mailbox.
-    TooManyConnections,
+    /// Too much at once: the server refuses one more simultaneous
+    /// connection, or Postern's own cap (`max_connections`,
+    /// `max_per_minute`) kept the transaction waiting too long. Never a
+    /// reason to park the mailbox.
+    Busy,
     Transient,
     Permanent,
 }
@@ -179,6 +181,20 @@ pub enum UpstreamError {
     /// the mailbox.
     #[error("{target} refuses more simultaneous connections: {detail}")]
     TooManyConnections { target: String, detail: String },
+    /// Every connection Postern may open to the account (`max_connections`,
+    /// or fewer while the server refuses more) stayed busy for `secs`.
+    #[error("all {cap} connections to the server of account {account} stayed busy for {secs} s")]
+    NoConnection {
+        account: String,
+        cap: usize,
+        secs: u64,
+    },
+    /// `max_per_minute` of the account would be passed for longer than the
+    /// transaction may wait.
+    #[error(
+        "account {account} has sent its {per_minute} messages of this minute (max_per_minute)"
+    )]
+    RateLimited { account: String, per_minute: u32 },
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error("{target} broke the protocol: {what}")]
@@ -248,6 +264,8 @@ impl UpstreamError {
             },
             UpstreamError::AuthTemporary { .. } => "the provider's login service is busy; it will be retried".into(),
             UpstreamError::TooManyConnections { .. } => "the provider caps simultaneous connections per mailbox; lower the number of programs sending at once through this account, or try again shortly".into(),
+            UpstreamError::NoConnection { account, .. } => format!("many sends at once through account {account}: try again shortly, or use delivery = \"relay-then-queue\" so Postern queues what cannot go at once"),
+            UpstreamError::RateLimited { .. } => "try again in a minute, or use delivery = \"relay-then-queue\" so Postern queues what cannot go now".into(),
             UpstreamError::Timeout { stage: Stage::MessageEnd, .. } => {
                 "the server took the whole message but did not confirm it in time (upstream_data_timeout); it may have been delivered anyway, so a retry can duplicate it".into()
             }
@@ -273,7 +291,9 @@ impl UpstreamError {
             }
             UpstreamError::Credential(_) => Verdict::Auth,
             UpstreamError::AuthTemporary { .. } => Verdict::Throttled,
-            UpstreamError::TooManyConnections { .. } => Verdict::TooManyConnections,
+            UpstreamError::TooManyConnections { .. }
+            | UpstreamError::NoConnection { .. }
+            | UpstreamError::RateLimited { .. } => Verdict::Busy,
             _ => Verdict::Transient,
         }
     }

@@ -123,14 +123,20 @@ fn check_bounce(c: &Checker, key: &str, v: &str) -> Result<Bounce, ConfigError> 
     match v {
         "sender" => Ok(Bounce::Sender),
         "none" => Ok(Bounce::None),
-        a if a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-            && !a.contains(|ch: char| ch.is_whitespace() || ch.is_control() || ch == '<' || ch == '>') =>
+        a if a
+            .rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+            && !a.contains(|ch: char| {
+                ch.is_whitespace() || ch.is_control() || ch == '<' || ch == '>'
+            }) =>
         {
             Ok(Bounce::Address(a.to_owned()))
         }
         _ => Err(c.err(
             key,
-            format!("\"{v}\" is not \"sender\", \"none\" or an address like \"postmaster@example.com\""),
+            format!(
+                "\"{v}\" is not \"sender\", \"none\" or an address like \"postmaster@example.com\""
+            ),
         )),
     }
 }
@@ -161,7 +167,10 @@ fn check_queue(c: &Checker, raw: Option<RawQueue>) -> Result<QueueConfig, Config
     }
     if let Some(list) = r.retry {
         if list.is_empty() {
-            return Err(c.err("queue.retry", "needs at least one wait, e.g. [\"1m\", \"5m\", \"15m\", \"1h\"]"));
+            return Err(c.err(
+                "queue.retry",
+                "needs at least one wait, e.g. [\"1m\", \"5m\", \"15m\", \"1h\"]",
+            ));
         }
         let mut waits = Vec::new();
         for w in list {
@@ -170,7 +179,9 @@ fn check_queue(c: &Checker, raw: Option<RawQueue>) -> Result<QueueConfig, Config
                 _ => {
                     return Err(c.err(
                         "queue.retry",
-                        format!("`{w}` is not a duration above 0; write e.g. \"90s\", \"5m\" or \"1h\""),
+                        format!(
+                            "`{w}` is not a duration above 0; write e.g. \"90s\", \"5m\" or \"1h\""
+                        ),
                     ))
                 }
             }
@@ -659,9 +670,7 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     if max_connections == 0 {
         return Err(c.err(format!("{key}.max_connections"), "must be at least 1"));
     }
-    let max_per_minute = a
-        .max_per_minute
-        .or(preset.and_then(|p| p.max_per_minute));
+    let max_per_minute = a.max_per_minute.or(preset.and_then(|p| p.max_per_minute));
     if max_per_minute == Some(0) {
         return Err(c.err(format!("{key}.max_per_minute"), "must be at least 1"));
     }

@@ -157,7 +157,10 @@ impl QueueConfig {
     /// The wait after the `attempts`th failed attempt.
     pub fn backoff(&self, attempts: u32) -> Duration {
         let i = (attempts.max(1) as usize - 1).min(self.retry.len().saturating_sub(1));
-        self.retry.get(i).copied().unwrap_or(Duration::from_secs(3600))
+        self.retry
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_secs(3600))
     }
 }
 

@@ -454,7 +454,7 @@ impl PoolTransaction {
         }
         let _ = pools.release(&[res], now()).await;
         match o.verdict {
-            Verdict::Quota | Verdict::Throttled | Verdict::Auth | Verdict::TooManyConnections => {
+            Verdict::Quota | Verdict::Throttled | Verdict::Auth | Verdict::Busy => {
                 // The mailbox is out, not the recipient: move the whole
                 // transaction (with this recipient) elsewhere.
                 note_failure(&pools, &account, &o).await;

@@ -73,10 +73,15 @@ impl Router {
         tokens: Option<&Arc<crate::auth::oauth::TokenManager>>,
     ) -> Result<Router, RouterError> {
         let mut accounts = BTreeMap::new();
+        let board = crate::gate::Board::new(config.data_dir.join(crate::gate::BOARD_FILE));
         for a in config.accounts.values() {
-            if let Some(relay) =
-                AccountRelay::from_account(a, &config.hostname, &config.limits, tokens)?
-            {
+            if let Some(relay) = AccountRelay::from_account(
+                a,
+                &config.hostname,
+                &config.limits,
+                tokens,
+                Some(&board),
+            )? {
                 accounts.insert(a.name.clone(), Arc::new(relay));
             }
         }

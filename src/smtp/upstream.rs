@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::credentials::Credential;
 use crate::config::{Account, Endpoint};
+use crate::gate::{Board, Gate, Slot};
 use crate::io::{ClientStream, MaybeTls};
 use crate::providers::TlsMode;
 use crate::sasl::{self, Mechanism};
@@ -77,7 +78,7 @@ pub fn classify(r: &Reply) -> Verdict {
         return Verdict::SenderDenied;
     }
     if r.is_transient() && crate::upstream::says_too_many_connections(&text) {
-        return Verdict::TooManyConnections;
+        return Verdict::Busy;
     }
     if r.is_transient() {
         if matches!(enh, "4.7.0" | "4.3.2" | "4.7.28" | "4.7.1") && r.code != 450
@@ -145,7 +146,9 @@ pub fn reply_for(e: &UpstreamError) -> Reply {
         UpstreamError::Connect { .. }
         | UpstreamError::ConnectTimeout { .. }
         | UpstreamError::Resolve { .. } => Reply::new(451, "4.4.1", text),
-        UpstreamError::TooManyConnections { .. } => Reply::new(451, "4.4.5", text),
+        UpstreamError::TooManyConnections { .. }
+        | UpstreamError::NoConnection { .. }
+        | UpstreamError::RateLimited { .. } => Reply::new(451, "4.4.5", text),
         _ => Reply::new(451, "4.4.2", text),
     }
 }
@@ -208,6 +211,8 @@ pub struct Connection {
     last_used: Instant,
     /// A transaction was left open: RSET before reuse.
     dirty: bool,
+    /// Its place under the account's connection cap (freed when dropped).
+    slot: Option<Slot>,
 }
 
 /// Result of the login step, telling a refused cached token apart.
@@ -237,6 +242,7 @@ impl Connection {
             peer,
             last_used: Instant::now(),
             dirty: false,
+            slot: None,
         };
         let greeting = match c.read_reply_within(cfg.timeout, Stage::Greeting).await {
             Ok(r) => r,
@@ -580,10 +586,13 @@ async fn tls_connect(
     crate::upstream::tls_connect(&cfg.endpoint, &cfg.tls, tcp, cfg.timeout).await
 }
 
-/// One account's relay: configuration plus warm authenticated connections.
+/// One account's relay: configuration, warm authenticated connections, and
+/// the caps on how many connections may be open and how many messages may
+/// start per minute.
 pub struct AccountRelay {
     pub cfg: UpstreamConfig,
     warm: std::sync::Mutex<Vec<Connection>>,
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for AccountRelay {
@@ -595,11 +604,23 @@ impl std::fmt::Debug for AccountRelay {
 }
 
 impl AccountRelay {
+    /// A relay without connection or rate caps worth speaking of (tests,
+    /// `doctor`).
     pub fn new(cfg: UpstreamConfig) -> AccountRelay {
+        let gate = Gate::new(&cfg.account, usize::MAX, None, None);
+        AccountRelay::with_gate(cfg, gate)
+    }
+
+    pub fn with_gate(cfg: UpstreamConfig, gate: Arc<Gate>) -> AccountRelay {
         AccountRelay {
             cfg,
             warm: std::sync::Mutex::new(Vec::new()),
+            gate,
         }
+    }
+
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// Build from an account's config (None when it has no SMTP server or
@@ -609,33 +630,46 @@ impl AccountRelay {
         ehlo_name: &str,
         limits: &crate::config::Limits,
         tokens: Option<&Arc<crate::auth::oauth::TokenManager>>,
+        board: Option<&Arc<Board>>,
     ) -> Result<Option<AccountRelay>, crate::tls::TlsError> {
         let Some(smtp) = &a.smtp else { return Ok(None) };
         let Some(credential) = Credential::for_account(a, tokens) else {
             return Ok(None);
         };
         let tls = crate::tls::client_config(a.ca_file.as_deref())?;
-        Ok(Some(AccountRelay::new(UpstreamConfig {
-            account: a.name.clone(),
-            email: a.email.clone(),
-            endpoint: smtp.endpoint.clone(),
-            username: smtp.username.clone(),
-            credential,
-            tls,
-            ehlo_name: ehlo_name.to_owned(),
-            timeout: limits.upstream_timeout,
-            data_timeout: limits.upstream_data_timeout,
-            keepalive: limits.upstream_keepalive,
-            warm_max: limits.upstream_pool,
-        })))
+        let gate = Gate::new(&a.name, a.max_connections, a.max_per_minute, board.cloned());
+        Ok(Some(AccountRelay::with_gate(
+            UpstreamConfig {
+                account: a.name.clone(),
+                email: a.email.clone(),
+                endpoint: smtp.endpoint.clone(),
+                username: smtp.username.clone(),
+                credential,
+                tls,
+                ehlo_name: ehlo_name.to_owned(),
+                timeout: limits.upstream_timeout,
+                data_timeout: limits.upstream_data_timeout,
+                keepalive: limits.upstream_keepalive,
+                warm_max: limits.upstream_pool,
+            },
+            gate,
+        )))
     }
 
     /// A fresh, authenticated connection. A cached token that the server
     /// refuses is dropped, a new one fetched, and the login tried once more.
     pub async fn connect(&self) -> Result<Connection, UpstreamError> {
+        let slot = self.gate.try_open();
+        self.connect_in(slot).await
+    }
+
+    /// [`AccountRelay::connect`] in `slot` (the connection keeps it).
+    async fn connect_in(&self, slot: Option<Slot>) -> Result<Connection, UpstreamError> {
         let mut retried = false;
+        let mut slot = slot;
         loop {
             let mut c = Connection::open(&self.cfg).await?;
+            c.slot = slot.take();
             match c.login(&self.cfg).await {
                 Ok(()) => {
                     debug!(account = %self.cfg.account, upstream = %self.cfg.target(), "upstream login ok");
@@ -648,6 +682,7 @@ impl AccountRelay {
                     }
                     retried = true;
                     drop(e);
+                    slot = c.slot.take();
                     c.quit().await;
                 }
                 Err(AuthFailure::CachedTokenRefused(_, e)) | Err(AuthFailure::Error(e)) => {
@@ -658,9 +693,55 @@ impl AccountRelay {
         }
     }
 
-    /// A warm connection if a healthy one is kept, else a new one.
-    /// `reused` tells the caller whether a failure could be a stale socket.
+    /// A warm connection if a healthy one is kept, else a new one if the
+    /// account's cap allows, else the next one given back, waiting up to
+    /// `upstream_timeout`. A server that refuses one more connection lowers
+    /// the cap (see [`Gate::lower`]) and the wait goes on for a connection
+    /// already open. `reused` tells the caller whether a failure could be a
+    /// stale socket.
     pub async fn checkout(&self) -> Result<(Connection, bool), UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        loop {
+            let freed = self.gate.freed().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(c) = self.take_warm().await {
+                return Ok((c, true));
+            }
+            let refused = match self.gate.try_open() {
+                Some(slot) => match self.connect_in(Some(slot)).await {
+                    Ok(c) => return Ok((c, false)),
+                    Err(UpstreamError::TooManyConnections { detail, .. }) => {
+                        self.gate.lower(&detail);
+                        true
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => false,
+            };
+            // Wait for a connection given back; after a refusal with none of
+            // ours open, try again a little later.
+            let retry = tokio::time::Instant::now() + Duration::from_millis(500);
+            let until = if refused {
+                retry.min(deadline)
+            } else {
+                deadline
+            };
+            if tokio::time::timeout_at(until, freed).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                warn!(account = %self.cfg.account, cap = self.gate.cap(), "no upstream connection free in time");
+                return Err(UpstreamError::NoConnection {
+                    account: self.cfg.account.clone(),
+                    cap: self.gate.cap(),
+                    secs: self.cfg.timeout.as_secs(),
+                });
+            }
+        }
+    }
+
+    /// A healthy warm connection, if one is kept.
+    async fn take_warm(&self) -> Option<Connection> {
         loop {
             let candidate = {
                 let mut warm = self.warm.lock().expect("warm pool lock");
@@ -668,24 +749,28 @@ impl AccountRelay {
                 warm.retain(|c| c.last_used.elapsed() < keep);
                 warm.pop()
             };
-            let Some(mut c) = candidate else { break };
+            let mut c = candidate?;
             if c.dirty || c.last_used.elapsed() > HEALTH_CHECK_AFTER {
                 match c.rset().await {
                     Ok(true) => c.dirty = false,
                     _ => continue,
                 }
             }
-            return Ok((c, true));
+            return Some(c);
         }
-        Ok((self.connect().await?, false))
     }
 
     /// Return a connection after a finished transaction.
     pub fn checkin(&self, c: Connection) {
-        let mut warm = self.warm.lock().expect("warm pool lock");
-        if warm.len() < self.cfg.warm_max && !self.cfg.keepalive.is_zero() {
-            warm.push(c);
+        {
+            let mut warm = self.warm.lock().expect("warm pool lock");
+            let keep = self.cfg.warm_max.min(self.gate.cap());
+            if warm.len() < keep && !self.cfg.keepalive.is_zero() {
+                warm.push(c);
+            }
+            // Else it closes here, and its slot frees.
         }
+        self.gate.freed().notify_waiters();
     }
 }
 
@@ -760,6 +845,15 @@ impl RelayTransaction {
         rcpts: &[Path],
     ) -> Result<(RelayTransaction, Outcome, Vec<Outcome>), Outcome> {
         let cfg = &relay.cfg;
+        let deadline = tokio::time::Instant::now() + cfg.timeout;
+        if relay.gate.admit(deadline).await.is_err() {
+            let e = UpstreamError::RateLimited {
+                account: cfg.account.clone(),
+                per_minute: relay.gate.max_per_minute().unwrap_or(0),
+            };
+            info!(account = %cfg.account, "max_per_minute reached");
+            return Err(Outcome::failure(&e));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -934,18 +1028,18 @@ mod tests {
                     432,
                     "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
                 ),
-                Verdict::TooManyConnections,
+                Verdict::Busy,
             ),
             (
                 r(432, "4.3.2 Concurrent connections limit exceeded."),
-                Verdict::TooManyConnections,
+                Verdict::Busy,
             ),
             (
                 r(
                     421,
                     "4.7.0 Maximum number of connections from user+IP exceeded",
                 ),
-                Verdict::TooManyConnections,
+                Verdict::Busy,
             ),
             (r(432, "4.3.2 Try again later"), Verdict::Throttled),
             (r(454, "4.7.0 Too many login attempts"), Verdict::Throttled),
