@@ -47,6 +47,8 @@ pub enum ServerError {
     OAuth(#[from] crate::auth::oauth::OAuthError),
     #[error("secrets missing (set them, or mark the account enabled = false):\n  {}", .0.join("\n  "))]
     Secrets(Vec<String>),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -101,6 +103,8 @@ struct Bound {
 /// A server with its sockets bound, ready to run.
 pub struct Server {
     listeners: Vec<Bound>,
+    /// The queue's delivery workers.
+    workers: Arc<crate::smtp::delivery::Workers>,
     max_connections: usize,
     shutdown: CancellationToken,
     shutdown_timeout: Duration,
@@ -193,7 +197,23 @@ impl Server {
             }
         }
         router.set_pools(config, pools);
+        let queue_file = config.data_dir.join(crate::queue::QUEUE_FILE);
+        let queue = crate::queue::Queue::open(
+            &queue_file,
+            crate::queue::Caps {
+                max_messages: config.queue.max_messages,
+                max_bytes: config.queue.max_bytes,
+            },
+        )?;
+        let crashed = queue.recover(jiff::Timestamp::now()).await?;
+        if !crashed.is_empty() {
+            let ids: Vec<String> = crashed.iter().map(|i| i.to_string()).collect();
+            warn!(ids = %ids.join(" "), "queued messages were being delivered when Postern last stopped: retrying them; they may arrive twice");
+        }
+        let queue = Arc::new(queue);
+        router.set_queue(queue.clone());
         let router = Arc::new(router);
+        let workers = crate::smtp::delivery::Workers::new(config, router.clone(), queue);
         let mut listeners = Vec::new();
 
         let smtp = Service::Smtp(Arc::new(SmtpContext {
@@ -237,6 +257,7 @@ impl Server {
             max_connections: config.limits.max_connections,
             shutdown,
             shutdown_timeout: config.limits.shutdown_timeout,
+            workers,
         })
     }
     /// Accept until shutdown is requested, then give sessions in flight up to
@@ -256,6 +277,11 @@ impl Server {
                 ids.clone(),
             ));
         }
+        tracker.spawn(
+            self.workers
+                .clone()
+                .run(self.shutdown.clone(), self.shutdown_timeout),
+        );
         self.shutdown.cancelled().await;
         info!(
             in_flight = tracker.len(),

@@ -670,6 +670,22 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     if max_connections == 0 {
         return Err(c.err(format!("{key}.max_connections"), "must be at least 1"));
     }
+    let window_length = match (a.window_length, a.window) {
+        (None, _) => Duration::from_secs(86_400),
+        (Some(_), Some(Window::CalendarDay)) => {
+            return Err(c.err(
+                format!("{key}.window_length"),
+                "a calendar day has no length to set; window_length goes with a rolling window",
+            ))
+        }
+        (Some(d), _) if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) => {
+            return Err(c.err(
+                format!("{key}.window_length"),
+                "must be between 1s and 24h (e.g. \"1h\" for a provider that counts per hour)",
+            ))
+        }
+        (Some(d), _) => d,
+    };
     let max_per_minute = a.max_per_minute.or(preset.and_then(|p| p.max_per_minute));
     if max_per_minute == Some(0) {
         return Err(c.err(format!("{key}.max_per_minute"), "must be at least 1"));
@@ -693,6 +709,7 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         window: a
             .window
             .unwrap_or(preset.map(|p| p.window).unwrap_or(Window::Rolling24h)),
+        window_length,
         time_zone: a.time_zone,
         min_interval: a.min_interval,
         jitter: a.jitter,

@@ -102,6 +102,8 @@ pub(super) struct RawAccount {
     pub(super) ramp: Option<Ramp>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_per_minute: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) window_length: Option<Duration>,
 }
 
 #[derive(Deserialize)]

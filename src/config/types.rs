@@ -171,6 +171,29 @@ pub enum SendVia {
     Pool(String),
 }
 
+impl SendVia {
+    /// As written in `send_via` (`capture`, `ACCOUNT`, `pool:NAME`): how the
+    /// queue names a message's route.
+    pub fn key(&self) -> String {
+        match self {
+            SendVia::Capture => "capture".into(),
+            SendVia::Account(a) => a.clone(),
+            SendVia::Pool(p) => format!("pool:{p}"),
+        }
+    }
+
+    /// The inverse of [`SendVia::key`] (no check that the account or pool exists).
+    pub fn from_key(key: &str) -> SendVia {
+        match key {
+            "capture" => SendVia::Capture,
+            k => match k.strip_prefix("pool:") {
+                Some(p) => SendVia::Pool(p.to_owned()),
+                None => SendVia::Account(k.to_owned()),
+            },
+        }
+    }
+}
+
 impl fmt::Display for SendVia {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -275,6 +298,8 @@ pub struct Account {
     pub password: Option<PasswordSource>,
     pub daily_limit: Option<u32>,
     pub window: Window,
+    /// The length of a rolling window (24 hours unless `window_length`).
+    pub window_length: Duration,
     pub time_zone: Option<String>,
     pub min_interval: Option<Duration>,
     pub jitter: Option<Duration>,

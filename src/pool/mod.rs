@@ -226,6 +226,9 @@ pub struct QuotaRefusal {
 pub struct AccountStatus {
     pub account: String,
     pub window: Window,
+    /// The length of a rolling window in seconds (86400 unless
+    /// `window_length`).
+    pub window_secs: u64,
     pub time_zone: Option<String>,
     /// Units in the window the upstream accepted.
     pub used: u32,
@@ -310,10 +313,18 @@ impl fmt::Display for Status {
                 LimitSource::Unlimited => "unlimited".to_owned(),
                 _ => a.limit.value.to_string(),
             };
+            let window = if a.window == Window::Rolling24h && a.window_secs != 86_400 {
+                format!(
+                    "rolling {}",
+                    humantime::format_duration(Duration::from_secs(a.window_secs))
+                )
+            } else {
+                a.window.to_string()
+            };
             write!(
                 f,
-                "{}: used {}/{} ({} reserved) in {}",
-                a.account, a.used, limit, a.reserved, a.window
+                "{}: used {}/{} ({} reserved) in {window}",
+                a.account, a.used, limit, a.reserved
             )?;
             if let Some(tz) = &a.time_zone {
                 write!(f, " {tz}")?;
@@ -718,7 +729,7 @@ impl Pools {
             .and_then(|o| quota.window.unit_expires_at(o, now))
             .or_else(|| match &quota.window {
                 QuotaWindow::CalendarDay(tz) => window::next_local_midnight(tz, now),
-                QuotaWindow::Rolling24h => None,
+                QuotaWindow::Rolling(_) => None,
             })
             .unwrap_or_else(|| add(now, Duration::from_secs(24 * 3600)));
         let parked = self
@@ -784,6 +795,10 @@ impl Pools {
         Ok(AccountStatus {
             account: account.to_owned(),
             window: quota.window.kind(),
+            window_secs: match quota.window {
+                QuotaWindow::Rolling(ms) => (ms / 1000).max(0) as u64,
+                QuotaWindow::CalendarDay(_) => 86_400,
+            },
             time_zone: quota.time_zone.clone(),
             used: loaded.sent,
             reserved: loaded.reserved,

@@ -8,7 +8,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use super::record::{Record, StoreError};
-use super::window::{effective_limit, Limit, QuotaWindow};
+use super::window::{effective_limit, Limit, QuotaWindow, DAY_MS};
 use crate::config::{Account, Config, Ramp};
 use crate::providers::Window;
 
@@ -54,7 +54,9 @@ impl Quota {
     /// `check-config` can call it too.
     pub fn from_account(config: &Config, account: &Account) -> Result<Quota, PoolError> {
         let window = match account.window {
-            Window::Rolling24h => QuotaWindow::Rolling24h,
+            Window::Rolling24h => QuotaWindow::Rolling(
+                i64::try_from(account.window_length.as_millis()).unwrap_or(DAY_MS),
+            ),
             Window::CalendarDay => {
                 let zone = account.time_zone.as_deref().unwrap_or("UTC");
                 let tz = TimeZone::get(zone).map_err(|e| PoolError::TimeZone {
@@ -71,7 +73,7 @@ impl Quota {
                 QuotaWindow::CalendarDay(_) => {
                     Some(account.time_zone.clone().unwrap_or_else(|| "UTC".into()))
                 }
-                QuotaWindow::Rolling24h => None,
+                QuotaWindow::Rolling(_) => None,
             },
             window,
             min_interval: account.min_interval.unwrap_or_default(),

@@ -26,8 +26,9 @@ pub const KEEP_MS: i64 = 2 * DAY_MS;
 /// A window with its time zone resolved.
 #[derive(Debug, Clone)]
 pub enum QuotaWindow {
-    /// Units with a timestamp after `now - 24h` count.
-    Rolling24h,
+    /// Units with a timestamp after `now - length` count (ms; 24 hours
+    /// unless `window_length` says otherwise).
+    Rolling(i64),
     /// Units since local midnight in this zone count.
     CalendarDay(TimeZone),
 }
@@ -35,7 +36,7 @@ pub enum QuotaWindow {
 impl QuotaWindow {
     pub fn kind(&self) -> Window {
         match self {
-            QuotaWindow::Rolling24h => Window::Rolling24h,
+            QuotaWindow::Rolling(_) => Window::Rolling24h,
             QuotaWindow::CalendarDay(_) => Window::CalendarDay,
         }
     }
@@ -44,7 +45,7 @@ impl QuotaWindow {
     pub fn cutoff_ms(&self, now: Timestamp) -> i64 {
         let now_ms = now.as_millisecond();
         match self {
-            QuotaWindow::Rolling24h => now_ms - DAY_MS,
+            QuotaWindow::Rolling(len) => now_ms - len,
             QuotaWindow::CalendarDay(tz) => match local_midnight(tz, now) {
                 Some(m) => m.as_millisecond() - 1,
                 // Outside jiff's range (never in practice): behave as rolling.
@@ -57,7 +58,7 @@ impl QuotaWindow {
     /// given unit's time + 24h, for calendar days the next local midnight.
     pub fn unit_expires_at(&self, unit_ms: i64, now: Timestamp) -> Option<Timestamp> {
         match self {
-            QuotaWindow::Rolling24h => ms_to_ts(unit_ms + DAY_MS),
+            QuotaWindow::Rolling(len) => ms_to_ts(unit_ms + len),
             QuotaWindow::CalendarDay(tz) => next_local_midnight(tz, now),
         }
     }
@@ -209,8 +210,8 @@ pub fn room_at(input: &RoomInput<'_>, need: u32, now: Timestamp) -> Option<Times
     }
     let mut candidates: Vec<Timestamp> = Vec::new();
     match input.window {
-        QuotaWindow::Rolling24h => {
-            candidates.extend(input.units.iter().filter_map(|&u| ms_to_ts(u + DAY_MS)));
+        QuotaWindow::Rolling(len) => {
+            candidates.extend(input.units.iter().filter_map(|&u| ms_to_ts(u + len)));
         }
         QuotaWindow::CalendarDay(tz) => candidates.extend(next_local_midnight(tz, now)),
     }
@@ -258,7 +259,7 @@ mod tests {
     #[test]
     fn rolling_cutoff_is_24h_back() {
         let now = ts("2024-05-01T12:00:00Z");
-        let w = QuotaWindow::Rolling24h;
+        let w = QuotaWindow::Rolling(DAY_MS);
         assert_eq!(
             w.cutoff_ms(now),
             ts("2024-04-30T12:00:00Z").as_millisecond()
@@ -366,7 +367,7 @@ mod tests {
 
     #[test]
     fn room_rolling_waits_for_the_right_unit() {
-        let w = QuotaWindow::Rolling24h;
+        let w = QuotaWindow::Rolling(DAY_MS);
         let units = [
             ms("2024-05-01T01:00:00Z"),
             ms("2024-05-01T02:00:00Z"),
@@ -410,7 +411,7 @@ mod tests {
 
     #[test]
     fn room_waits_for_ceiling_or_ramp() {
-        let w = QuotaWindow::Rolling24h;
+        let w = QuotaWindow::Rolling(DAY_MS);
         let now = ts("2024-05-01T12:00:00Z");
         // Ceiling 1 until 2024-05-01T15:00, one unit sent at 11:00:
         // need 2 → the ceiling's end (limit 10, one unit counted).

@@ -3,6 +3,7 @@
 //! transactions and the upstream client.
 
 pub mod codec;
+pub mod delivery;
 pub mod relay;
 pub mod route;
 pub mod session;

@@ -77,6 +77,23 @@ fn release_later(pools: &Arc<Pools>, res: Vec<Reservation>) {
     });
 }
 
+/// A refusal for the client, and when trying again makes sense (a pool out
+/// of capacity knows when it returns; the queue holds its messages until then).
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub reply: Reply,
+    pub retry_at: Option<Timestamp>,
+}
+
+impl From<Reply> for Refused {
+    fn from(reply: Reply) -> Refused {
+        Refused {
+            reply,
+            retry_at: None,
+        }
+    }
+}
+
 /// The 452 for a recipient that does not fit in the window.
 fn no_room(account: &str, room_at: Option<Timestamp>) -> Reply {
     let when = room_at
@@ -103,6 +120,8 @@ pub struct DirectTransaction {
     /// (a transaction has at least one recipient): the first RCPT then
     /// waits only for the upstream, as a direct client would.
     ahead: Option<Result<Reserve, PoolError>>,
+    /// When a recipient refused for want of room would fit.
+    room_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for DirectTransaction {
@@ -119,7 +138,7 @@ impl DirectTransaction {
         pools: Arc<Pools>,
         from: &Path,
         params: &MailParams,
-    ) -> Result<(DirectTransaction, Reply), Reply> {
+    ) -> Result<(DirectTransaction, Reply), Refused> {
         let account = relay.cfg.account.clone();
         let (opened, ahead) = tokio::join!(
             RelayTransaction::open(relay, from, params),
@@ -132,6 +151,7 @@ impl DirectTransaction {
                     pools,
                     reservations: Vec::new(),
                     ahead: Some(ahead),
+                    room_at: None,
                 },
                 o.reply,
             )),
@@ -140,7 +160,7 @@ impl DirectTransaction {
                     release_later(&pools, vec![r]);
                 }
                 note_failure(&pools, &account, &o).await;
-                Err(o.reply)
+                Err(o.reply.into())
             }
         }
     }
@@ -153,7 +173,10 @@ impl DirectTransaction {
         };
         let res = match reserved {
             Ok(Reserve::Reserved(r)) => r,
-            Ok(Reserve::Full(f)) => return no_room(&account, f.room_at),
+            Ok(Reserve::Full(f)) => {
+                self.room_at = f.room_at;
+                return no_room(&account, f.room_at);
+            }
             Err(e) => return store_trouble(e),
         };
         let o = self.tx.rcpt(to).await;
@@ -171,6 +194,7 @@ impl DirectTransaction {
             pools,
             reservations,
             ahead,
+            ..
         } = self;
         if let Some(Ok(Reserve::Reserved(r))) = ahead {
             release_later(&pools, vec![r]);
@@ -187,6 +211,11 @@ impl DirectTransaction {
             note_failure(&pools, &account, &o).await;
         }
         o.reply
+    }
+
+    /// When a recipient refused for want of room would fit.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.room_at
     }
 
     pub fn abort(mut self) {
@@ -244,6 +273,23 @@ impl PoolRoute {
         )
     }
 
+    /// `from_policy = "require-match"`: the sender must be one of the pool's
+    /// addresses.
+    pub fn check_sender(&self, from: &Path) -> Result<(), Reply> {
+        if self.from_policy == FromPolicy::RequireMatch && !self.is_pool_address(from.as_str()) {
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Sender {from} is not one of pool {}'s addresses ({}); send from one of them",
+                    self.name,
+                    self.addresses().join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The envelope sender on a mailbox, per `from_policy`.
     fn envelope_from(&self, account: &str, from: &Path) -> Path {
         match self.from_policy {
@@ -268,6 +314,8 @@ pub struct PoolTransaction {
     accepted: Vec<Path>,
     reservations: Vec<Reservation>,
     tried: Vec<String>,
+    /// When the pool has room again, once it said it had none.
+    retry_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for PoolTransaction {
@@ -289,18 +337,8 @@ impl PoolTransaction {
         route: Arc<PoolRoute>,
         from: &Path,
         params: &MailParams,
-    ) -> Result<(PoolTransaction, Reply), Reply> {
-        if route.from_policy == FromPolicy::RequireMatch && !route.is_pool_address(from.as_str()) {
-            return Err(Reply::new(
-                550,
-                "5.7.1",
-                format!(
-                    "Sender {from} is not one of pool {}'s addresses ({}); send from one of them",
-                    route.name,
-                    route.addresses().join(", ")
-                ),
-            ));
-        }
+    ) -> Result<(PoolTransaction, Reply), Refused> {
+        route.check_sender(from)?;
         let mut t = PoolTransaction {
             route,
             from: from.clone(),
@@ -309,6 +347,7 @@ impl PoolTransaction {
             accepted: Vec::new(),
             reservations: Vec::new(),
             tried: Vec::new(),
+            retry_at: None,
         };
         match t.switch(0).await {
             Ok(()) => {
@@ -324,7 +363,10 @@ impl PoolTransaction {
                 );
                 Ok((t, reply))
             }
-            Err(r) => Err(r),
+            Err(r) => Err(Refused {
+                reply: r,
+                retry_at: t.retry_at,
+            }),
         }
     }
 
@@ -350,6 +392,7 @@ impl PoolTransaction {
                         .map(|s| format!("{}: {}", s.account, s.why))
                         .collect();
                     info!(pool = %route.name, need = k, skipped = %skipped.join("; "), capacity_returns_at = ?e.capacity_returns_at.map(|t| t.to_string()), "pool exhausted");
+                    self.retry_at = e.capacity_returns_at;
                     return Err(route.exhausted(e.capacity_returns_at, last.as_ref()));
                 }
                 Err(e) => return Err(store_trouble(e)),
@@ -439,7 +482,10 @@ impl PoolTransaction {
         let pools = self.route.pools.clone();
         let res = match pools.reserve(&account, 1, now()).await {
             Ok(Reserve::Reserved(r)) => r,
-            Ok(Reserve::Full(f)) => return no_room(&account, f.room_at),
+            Ok(Reserve::Full(f)) => {
+                self.retry_at = f.room_at;
+                return no_room(&account, f.room_at);
+            }
             Err(e) => return store_trouble(e),
         };
         let o = cur.tx.rcpt(to).await;
@@ -573,6 +619,11 @@ impl PoolTransaction {
                 Err(r) => return r,
             }
         }
+    }
+
+    /// When the pool has room again, once it said it had none.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.retry_at
     }
 
     pub fn abort(self) {

@@ -1,20 +1,28 @@
 //! Where a local user's mail goes after the SMTP session accepted it: the one
 //! `Route` interface between the session and the destinations (capture, a
-//! single account; pools plug in here too).
+//! single account, a pool), in one of three delivery modes.
 //!
 //! A route opens a transaction at MAIL FROM, gives a verdict per RCPT, and a
-//! verdict for the message at the end of DATA. The session relays those
-//! verdicts to the client, so nothing is acknowledged that the destination
-//! did not accept.
+//! verdict for the message at the end of DATA. In `relay` mode those are the
+//! destination's own, so nothing is acknowledged that the destination did
+//! not accept. In `queue` mode the message goes to the durable queue at the
+//! end of DATA (`250 … queued as ID`, once it is on disk). In
+//! `relay-then-queue` mode the destination is tried first and what cannot
+//! go now (a transient refusal at MAIL, RCPT or the end of DATA, a pool out
+//! of capacity, no free connection in time) is queued instead; permanent
+//! refusals still reach the client.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use jiff::Timestamp;
+
 use crate::capture::{self, Capture};
-use crate::config::{Config, SendVia};
+use crate::config::{Config, Delivery, SendVia, User};
 use crate::pool::Pools;
-use crate::smtp::codec::{MailParams, Path, Reply};
-use crate::smtp::relay::{DirectTransaction, PoolRoute, PoolTransaction};
+use crate::queue::{NewMessage, Params, Queue, QueueError};
+use crate::smtp::codec::{Body, MailParams, Path, Reply};
+use crate::smtp::relay::{DirectTransaction, PoolRoute, PoolTransaction, Refused};
 use crate::smtp::upstream::AccountRelay;
 
 /// A destination for a user's mail.
@@ -23,6 +31,14 @@ pub enum Route {
     Capture(Arc<Capture>),
     Account(Arc<AccountRelay>, Arc<Pools>),
     Pool(Arc<PoolRoute>),
+}
+
+/// What the queue needs to hold a message: where it is and how it goes.
+#[derive(Debug, Clone)]
+pub struct Queuing {
+    pub queue: Arc<Queue>,
+    /// `send_via` as written (`ACCOUNT` or `pool:NAME`).
+    pub route: String,
 }
 
 /// Facts about the session that a route may record or use.
@@ -43,6 +59,30 @@ pub enum Transaction {
     },
     Relay(Box<DirectTransaction>),
     Pool(Box<PoolTransaction>),
+    /// `queue`: nothing goes upstream in the session.
+    Queued(Box<Held>),
+    /// `relay-then-queue`: what the live transaction cannot take is held.
+    Hybrid(Box<Hybrid>),
+}
+
+/// An envelope held for the queue.
+#[derive(Debug)]
+pub struct Held {
+    queuing: Queuing,
+    from: Path,
+    params: MailParams,
+    rcpts: Vec<Path>,
+    /// Why it is held and not relayed (for the log and the queue's events).
+    why: Option<String>,
+}
+
+/// `relay-then-queue`: a live transaction (if one could be opened) and the
+/// recipients held for the queue.
+#[derive(Debug)]
+pub struct Hybrid {
+    live: Option<Transaction>,
+    live_rcpts: Vec<Path>,
+    held: Held,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +98,9 @@ pub struct Router {
     accounts: BTreeMap<String, Arc<AccountRelay>>,
     pools: Option<Arc<Pools>>,
     pool_routes: BTreeMap<String, Arc<PoolRoute>>,
+    /// `delivery` of each pool.
+    pool_delivery: BTreeMap<String, Delivery>,
+    queue: Option<Arc<Queue>>,
 }
 
 impl Router {
@@ -90,6 +133,12 @@ impl Router {
             accounts,
             pools: None,
             pool_routes: BTreeMap::new(),
+            pool_delivery: config
+                .pools
+                .iter()
+                .filter_map(|(n, p)| p.delivery.map(|d| (n.clone(), d)))
+                .collect(),
+            queue: None,
         })
     }
 
@@ -129,6 +178,51 @@ impl Router {
         self.pools.as_ref()
     }
 
+    /// Attach the durable queue (`queue` and `relay-then-queue` delivery).
+    pub fn set_queue(&mut self, queue: Arc<Queue>) {
+        self.queue = Some(queue);
+    }
+
+    pub fn queue(&self) -> Option<&Arc<Queue>> {
+        self.queue.as_ref()
+    }
+
+    /// How `user`'s mail is delivered: the user's `delivery`, else its
+    /// pool's, else `relay`.
+    pub fn delivery(&self, user: &User) -> Delivery {
+        user.delivery
+            .or(match &user.send_via {
+                Some(SendVia::Pool(p)) => self.pool_delivery.get(p).copied(),
+                _ => None,
+            })
+            .unwrap_or(Delivery::Relay)
+    }
+
+    /// The address of the mailbox `via` sends as (the first member of a
+    /// pool): the From of the delivery reports on that route.
+    pub fn route_address(&self, via: &SendVia) -> Option<String> {
+        match via {
+            SendVia::Capture => None,
+            SendVia::Account(a) => self.accounts.get(a).map(|r| r.cfg.email.clone()),
+            SendVia::Pool(p) => self
+                .pool_routes
+                .get(p)
+                .and_then(|r| r.members.values().next().map(|m| m.cfg.email.clone())),
+        }
+    }
+
+    /// Where queued mail for `via` is held (None without a queue, or for
+    /// capture).
+    pub fn queuing(&self, via: &SendVia) -> Option<Queuing> {
+        if *via == SendVia::Capture {
+            return None;
+        }
+        Some(Queuing {
+            queue: self.queue.clone()?,
+            route: via.key(),
+        })
+    }
+
     pub fn account(&self, name: &str) -> Option<&Arc<AccountRelay>> {
         self.accounts.get(name)
     }
@@ -148,14 +242,14 @@ impl Router {
 }
 
 impl Route {
-    /// MAIL FROM: open a transaction (with the reply for the client), or
-    /// say why not.
+    /// MAIL FROM in `relay` mode: open a transaction (with the reply for
+    /// the client), or say why not.
     pub async fn open(
         &self,
         _info: &SessionInfo,
         from: &Path,
         params: &MailParams,
-    ) -> Result<(Transaction, Reply), Reply> {
+    ) -> Result<(Transaction, Reply), Refused> {
         match self {
             Route::Capture(sink) => Ok((
                 Transaction::Capture {
@@ -176,6 +270,124 @@ impl Route {
             }
         }
     }
+
+    /// MAIL FROM in a delivery mode: `relay` as [`Route::open`]; `queue`
+    /// holds the envelope (after the checks that need no upstream);
+    /// `relay-then-queue` holds it when the upstream refuses for now.
+    pub async fn open_for(
+        &self,
+        info: &SessionInfo,
+        from: &Path,
+        params: &MailParams,
+        mode: Delivery,
+        queuing: Option<Queuing>,
+    ) -> Result<(Transaction, Reply), Refused> {
+        let queuing = match (mode, queuing, self) {
+            (Delivery::Relay, _, _) | (_, _, Route::Capture(_)) => {
+                return self.open(info, from, params).await
+            }
+            (_, Some(q), _) => q,
+            (_, None, _) => {
+                return Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "The queue is not available; try again later",
+                )
+                .into())
+            }
+        };
+        let held = |why: Option<String>| Held {
+            queuing: queuing.clone(),
+            from: from.clone(),
+            params: params.clone(),
+            rcpts: Vec::new(),
+            why,
+        };
+        if mode == Delivery::Queue {
+            if let Route::Pool(p) = self {
+                p.check_sender(from)?;
+            }
+            return Ok((
+                Transaction::Queued(Box::new(held(None))),
+                Reply::new(250, "2.1.0", "Sender OK (queued delivery)"),
+            ));
+        }
+        match self.open(info, from, params).await {
+            Ok((tx, reply)) => Ok((
+                Transaction::Hybrid(Box::new(Hybrid {
+                    live: Some(tx),
+                    live_rcpts: Vec::new(),
+                    held: held(None),
+                })),
+                reply,
+            )),
+            Err(r) if r.reply.is_transient() => {
+                let why = r.reply.to_string();
+                tracing::info!(reason = %why, "upstream not available now: holding the message for the queue");
+                Ok((
+                    Transaction::Hybrid(Box::new(Hybrid {
+                        live: None,
+                        live_rcpts: Vec::new(),
+                        held: held(Some(why)),
+                    })),
+                    Reply::new(
+                        250,
+                        "2.1.0",
+                        "Sender OK (the upstream is busy: the message will be queued)",
+                    ),
+                ))
+            }
+            Err(r) => Err(r),
+        }
+    }
+}
+
+impl Held {
+    /// Puts the message on disk for the queue workers: the client's 250
+    /// (or 452 4.3.1 when the queue is full, 451 when it fails).
+    async fn enqueue(&self, info: &SessionInfo, message: &[u8]) -> Reply {
+        let m = NewMessage {
+            user: info.user.clone(),
+            route: self.queuing.route.clone(),
+            mail_from: self.from.as_str().to_owned(),
+            params: Params {
+                size: self.params.size,
+                eight_bit: self.params.body == Some(Body::EightBitMime),
+                smtputf8: self.params.smtputf8,
+            },
+            rcpts: self.rcpts.iter().map(|r| r.as_str().to_owned()).collect(),
+            helo: info.helo.clone(),
+            peer: info.peer.to_string(),
+            body: message.to_vec(),
+        };
+        match self.queuing.queue.enqueue(m, Timestamp::now()).await {
+            Ok(id) => {
+                tracing::info!(queue_id = %id, route = %self.queuing.route, rcpts = self.rcpts.len(),
+                    size = message.len(), reason = self.why.as_deref().unwrap_or("delivery = queue"), "message queued");
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+            }
+            Err(e) => queue_trouble(&e),
+        }
+    }
+}
+
+/// The reply when the queue cannot take a message: nothing was written.
+fn queue_trouble(e: &QueueError) -> Reply {
+    if e.is_full() {
+        tracing::warn!(error = %e, "queue full: message refused with 452");
+        let why = if e.is_disk_full() {
+            "the disk holding the queue is full".to_owned()
+        } else {
+            e.to_string()
+        };
+        return Reply::new(
+            452,
+            "4.3.1",
+            format!("Insufficient system storage: {why}; try again later"),
+        );
+    }
+    tracing::error!(error = %e, "could not queue a message");
+    Reply::new(451, "4.3.0", "Could not queue the message; try again later")
 }
 
 impl Transaction {
@@ -188,6 +400,38 @@ impl Transaction {
             }
             Transaction::Relay(tx) => tx.rcpt(to).await,
             Transaction::Pool(tx) => tx.rcpt(to).await,
+            Transaction::Queued(h) => {
+                h.rcpts.push(to.clone());
+                Reply::new(250, "2.1.5", "Recipient OK (queued delivery)")
+            }
+            Transaction::Hybrid(h) => {
+                if let Some(live) = h.live.as_mut() {
+                    let r = Box::pin(live.rcpt(to)).await;
+                    if r.is_positive() {
+                        h.live_rcpts.push(to.clone());
+                        return r;
+                    }
+                    if !r.is_transient() {
+                        return r;
+                    }
+                    tracing::info!(reply = %r, "recipient refused for now: held for the queue");
+                }
+                h.held.rcpts.push(to.clone());
+                Reply::new(
+                    250,
+                    "2.1.5",
+                    "Recipient OK (not deliverable right now: it will be queued)",
+                )
+            }
+        }
+    }
+
+    /// When the destination said it has room again (for the queue).
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        match self {
+            Transaction::Relay(tx) => tx.retry_at(),
+            Transaction::Pool(tx) => tx.retry_at(),
+            _ => None,
         }
     }
 
@@ -215,6 +459,49 @@ impl Transaction {
             }
             Transaction::Relay(tx) => tx.data(message).await,
             Transaction::Pool(tx) => tx.data(message).await,
+            Transaction::Queued(h) => h.enqueue(info, message).await,
+            Transaction::Hybrid(h) => {
+                let Hybrid {
+                    live,
+                    live_rcpts,
+                    mut held,
+                } = *h;
+                let Some(live) = live.filter(|_| !live_rcpts.is_empty()) else {
+                    return held.enqueue(info, message).await;
+                };
+                let r = Box::pin(live.data(info, message)).await;
+                if r.is_positive() {
+                    if held.rcpts.is_empty() {
+                        return r;
+                    }
+                    // Delivered to some; the others wait in the queue.
+                    let q = held.enqueue(info, message).await;
+                    if !q.is_positive() {
+                        tracing::error!(reply = %q, delivered = %r, "message delivered to some recipients but the others could not be queued");
+                        return q;
+                    }
+                    return Reply::new(
+                        250,
+                        "2.0.0",
+                        format!(
+                            "{} ({} recipients delivered; {} queued: {})",
+                            crate::text::sanitize(&r.text(), 200),
+                            live_rcpts.len(),
+                            held.rcpts.len(),
+                            q.text()
+                        ),
+                    );
+                }
+                if r.is_transient() {
+                    tracing::info!(reply = %r, "upstream refused the message for now: queued");
+                    held.why = Some(r.to_string());
+                    let mut all = live_rcpts;
+                    all.append(&mut held.rcpts);
+                    held.rcpts = all;
+                    return held.enqueue(info, message).await;
+                }
+                r
+            }
         }
     }
 
@@ -224,6 +511,12 @@ impl Transaction {
             Transaction::Capture { .. } => {}
             Transaction::Relay(tx) => tx.abort(),
             Transaction::Pool(tx) => tx.abort(),
+            Transaction::Queued(_) => {}
+            Transaction::Hybrid(h) => {
+                if let Some(live) = h.live {
+                    live.abort();
+                }
+            }
         }
     }
 }

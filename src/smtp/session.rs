@@ -690,7 +690,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return false;
         };
         let info = self.session_info(&helo, &user);
-        match route.open(&info, &from, &params).await {
+        let mode = self.ctx.router.delivery(&user);
+        let queuing = self.ctx.router.queuing(via);
+        match route.open_for(&info, &from, &params, mode, queuing).await {
             Ok((tx, reply)) => {
                 self.reply(reply);
                 self.phase = Phase::Mail {
@@ -706,7 +708,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 false
             }
             Err(r) => {
-                self.reply(r);
+                self.reply(r.reply);
                 false
             }
         }

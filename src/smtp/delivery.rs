@@ -1,0 +1,396 @@
+//! The queue's delivery workers: they take due messages from the durable
+//! queue in order and send them through the same route a session would
+//! (account or pool: quotas, pacing, ramp, failover, From policy, the
+//! connection cap all apply).
+//!
+//! What a delivery comes to, per recipient: delivered (the message leaves
+//! the queue when every recipient has it), refused for now (back in the
+//! queue after the next wait of `[queue] retry`, or until the pool or
+//! account said it has room again — that does not count as an attempt, and
+//! the route's other messages wait too instead of spinning), or refused for
+//! good (an RFC 3464 report goes to the sender, queued on the same route).
+//! A message still undelivered `max_queue_age` after it arrived is
+//! reported and dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Bounce, Config, QueueConfig, SendVia};
+use crate::queue::dsn::{self, Failed};
+use crate::queue::{Claimed, NewMessage, Params, Queue, QueueId};
+use crate::smtp::codec::{Body, MailParams, Path, Reply};
+use crate::smtp::route::{Router, SessionInfo};
+
+/// How long the workers sleep at most without being woken (so a
+/// `postern queue retry` from another process is seen soon).
+const POLL: Duration = Duration::from_secs(2);
+
+/// The delivery workers of one queue.
+pub struct Workers {
+    router: Arc<Router>,
+    queue: Arc<Queue>,
+    cfg: QueueConfig,
+    hostname: String,
+    /// Each user's `bounce`, when it has one.
+    bounces: BTreeMap<String, Bounce>,
+    /// Routes that said they have no room, until when.
+    held: Mutex<HashMap<String, Timestamp>>,
+    slots: Arc<Semaphore>,
+}
+
+/// What happened to one recipient.
+enum Fate {
+    Delivered,
+    Later(String),
+    Failed(String),
+}
+
+fn ms(d: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
+}
+
+impl Workers {
+    pub fn new(config: &Config, router: Arc<Router>, queue: Arc<Queue>) -> Arc<Workers> {
+        Arc::new(Workers {
+            router,
+            queue,
+            cfg: config.queue.clone(),
+            hostname: config.hostname.clone(),
+            bounces: config
+                .users
+                .values()
+                .filter_map(|u| u.bounce.clone().map(|b| (u.name.clone(), b)))
+                .collect(),
+            held: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(config.queue.workers)),
+        })
+    }
+
+    /// Deliver until `shutdown`; deliveries in flight then get up to
+    /// `grace` to finish (what is cut off is found in flight at the next
+    /// start and retried, marked as possibly delivered twice).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let wake = self.queue.wake().notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let now = Timestamp::now();
+            let skip = self.held_routes(now);
+            let free = self.slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.queue.claim(now, free, skip).await {
+                    Ok(batch) => {
+                        claimed = batch.len();
+                        for m in batch {
+                            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let me = self.clone();
+                            tasks.spawn(async move {
+                                me.deliver(m).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "queue: could not take due messages"),
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            if claimed > 0 && claimed == free {
+                continue;
+            }
+            let sleep = self.sleep_until(now).await;
+            tokio::select! {
+                _ = &mut wake => {}
+                _ = tokio::time::sleep(sleep) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if !tasks.is_empty() {
+            info!(in_flight = tasks.len(), "queue: waiting for deliveries in flight");
+            let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        }
+    }
+
+    /// How long to sleep: until the next message is due or a held route
+    /// frees, at most [`POLL`].
+    async fn sleep_until(&self, now: Timestamp) -> Duration {
+        let next = self.queue.next_due().await.ok().flatten();
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .min()
+            .copied();
+        [next, held]
+            .into_iter()
+            .flatten()
+            .map(|t| (t - now).try_into().unwrap_or(Duration::ZERO))
+            .min()
+            .unwrap_or(POLL)
+            .clamp(Duration::from_millis(10), POLL)
+    }
+
+    fn held_routes(&self, now: Timestamp) -> Vec<String> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|_, until| *until > now);
+        held.keys().cloned().collect()
+    }
+
+    fn hold(&self, route: &str, until: Timestamp) {
+        info!(route, until = %until, "queue: route has no room; holding its messages until then");
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(route.to_owned(), until);
+    }
+
+    /// One delivery attempt of `m`.
+    async fn deliver(&self, m: Claimed) {
+        let id = m.entry.id;
+        let now = Timestamp::now();
+        let age: Duration = (now - m.entry.received).try_into().unwrap_or(Duration::ZERO);
+        if age > self.cfg.max_queue_age {
+            let why = format!(
+                "not delivered within max_queue_age ({}); last error: {}",
+                humantime::format_duration(self.cfg.max_queue_age),
+                m.entry.last_error.as_deref().unwrap_or("none")
+            );
+            let failed: Vec<Failed> = m
+                .entry
+                .rcpts
+                .iter()
+                .map(|r| Failed {
+                    rcpt: r.clone(),
+                    status: "4.4.7".into(),
+                    diagnostic: why.clone(),
+                })
+                .collect();
+            warn!(queue_id = %id, "queue: message expired");
+            self.bounce(&m, &failed).await;
+            self.finish_remove(id, "expired", why).await;
+            return;
+        }
+        let via = SendVia::from_key(&m.entry.route);
+        let Some(route) = self.router.route(&via) else {
+            let why = format!(
+                "route {} is not configured or has no usable account",
+                m.entry.route
+            );
+            self.later(&m, m.entry.rcpts.clone(), why, None).await;
+            return;
+        };
+        let info = SessionInfo {
+            user: m.entry.user.clone(),
+            helo: m.helo.clone(),
+            peer: m
+                .peer
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        };
+        let from = Path::new(m.entry.mail_from.clone());
+        let params = mail_params(&m.params);
+        let mut tx = match route.open(&info, &from, &params).await {
+            Ok((tx, _)) => tx,
+            Err(refused) if refused.reply.is_transient() => {
+                let why = refused.reply.to_string();
+                if let Some(t) = refused.retry_at {
+                    self.hold(&m.entry.route, t);
+                }
+                self.later(&m, m.entry.rcpts.clone(), why, refused.retry_at)
+                    .await;
+                return;
+            }
+            Err(refused) => {
+                let why = refused.reply.to_string();
+                let failed = failed_all(&m.entry.rcpts, &refused.reply);
+                self.bounce(&m, &failed).await;
+                self.finish_remove(id, "bounced", why).await;
+                return;
+            }
+        };
+        let mut fates = Vec::with_capacity(m.entry.rcpts.len());
+        let mut accepted = 0;
+        for r in &m.entry.rcpts {
+            let reply = tx.rcpt(&Path::new(r.clone())).await;
+            fates.push(if reply.is_positive() {
+                accepted += 1;
+                Fate::Delivered
+            } else if reply.is_transient() {
+                Fate::Later(reply.to_string())
+            } else {
+                Fate::Failed(reply.to_string())
+            });
+        }
+        let room_at = tx.retry_at();
+        if accepted == 0 {
+            tx.abort();
+        } else {
+            let reply = tx.data(&info, &m.body).await;
+            if !reply.is_positive() {
+                let text = reply.to_string();
+                for f in fates.iter_mut() {
+                    if matches!(f, Fate::Delivered) {
+                        *f = if reply.is_transient() {
+                            Fate::Later(text.clone())
+                        } else {
+                            Fate::Failed(text.clone())
+                        };
+                    }
+                }
+            } else {
+                info!(queue_id = %id, route = %m.entry.route, rcpts = accepted, size = m.body.len(),
+                    attempts = m.entry.attempts + 1, reply = %reply, "queue: delivered");
+            }
+        }
+        let mut later = Vec::new();
+        let mut failed = Vec::new();
+        let mut last = None;
+        for (r, f) in m.entry.rcpts.iter().zip(fates) {
+            match f {
+                Fate::Delivered => {}
+                Fate::Later(why) => {
+                    later.push(r.clone());
+                    last = Some(why);
+                }
+                Fate::Failed(why) => failed.push(Failed {
+                    rcpt: r.clone(),
+                    status: dsn::status_of(&why),
+                    diagnostic: why,
+                }),
+            }
+        }
+        if !failed.is_empty() {
+            self.bounce(&m, &failed).await;
+        }
+        if !later.is_empty() {
+            if let Some(t) = room_at {
+                self.hold(&m.entry.route, t);
+            }
+            self.later(&m, later, last.unwrap_or_default(), room_at).await;
+        } else if failed.is_empty() {
+            if let Err(e) = self.queue.delivered(id, Timestamp::now(), "delivered".into()) {
+                warn!(queue_id = %id, error = %e, "queue: could not record the delivery");
+            }
+        } else {
+            let text = failed
+                .iter()
+                .map(|f| format!("<{}>: {}", f.rcpt, f.diagnostic))
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.finish_remove(id, "bounced", text).await;
+        }
+    }
+
+    /// Back to the queue for `rcpts`: at `room_at` (no attempt counted) or
+    /// after the next wait of the retry schedule.
+    async fn later(&self, m: &Claimed, rcpts: Vec<String>, why: String, room_at: Option<Timestamp>) {
+        let now = Timestamp::now();
+        let (next, attempt) = match room_at {
+            Some(t) if t > now => (t, false),
+            _ => (
+                now.checked_add(ms(self.cfg.backoff(m.entry.attempts + 1)))
+                    .unwrap_or(now),
+                true,
+            ),
+        };
+        info!(queue_id = %m.entry.id, route = %m.entry.route, rcpts = rcpts.len(), next_try = %next,
+            reason = %crate::text::sanitize(&why, 300), "queue: deferred");
+        if let Err(e) = self
+            .queue
+            .defer(m.entry.id, rcpts, next, why, attempt, now)
+            .await
+        {
+            warn!(queue_id = %m.entry.id, error = %e, "queue: could not defer a message (it stays in flight until the next start)");
+        }
+    }
+
+    async fn finish_remove(&self, id: QueueId, kind: &'static str, text: String) {
+        if let Err(e) = self.queue.remove(id, kind, text, Timestamp::now()).await {
+            warn!(queue_id = %id, error = %e, "queue: could not remove a message");
+        }
+    }
+
+    /// Queue a delivery report for `failed` on the message's route, to the
+    /// sender (or the configured address); none for a report itself.
+    async fn bounce(&self, m: &Claimed, failed: &[Failed]) {
+        let target = match self.bounces.get(&m.entry.user).unwrap_or(&self.cfg.bounce) {
+            Bounce::None => None,
+            Bounce::Sender => Some(m.entry.mail_from.clone()).filter(|s| !s.is_empty()),
+            Bounce::Address(a) => Some(a.clone()),
+        };
+        for f in failed {
+            warn!(queue_id = %m.entry.id, rcpt = %f.rcpt, status = %f.status,
+                diagnostic = %crate::text::sanitize(&f.diagnostic, 300), "queue: recipient failed for good");
+        }
+        let Some(to) = target else { return };
+        let via = SendVia::from_key(&m.entry.route);
+        let address = self
+            .router
+            .route_address(&via)
+            .unwrap_or_else(|| format!("postmaster@{}", self.hostname));
+        let from = format!("\"Mail Delivery System\" <{address}>");
+        let now = Timestamp::now();
+        let body = dsn::build(&dsn::Report {
+            reporting_mta: &self.hostname,
+            from: &from,
+            to: &to,
+            queue_id: &m.entry.id.to_string(),
+            arrival: m.entry.received,
+            now,
+            failed,
+            original: &m.body,
+        });
+        let report = NewMessage {
+            user: m.entry.user.clone(),
+            route: m.entry.route.clone(),
+            mail_from: String::new(),
+            params: Params {
+                size: Some(body.len() as u64),
+                eight_bit: true,
+                smtputf8: false,
+            },
+            rcpts: vec![to.clone()],
+            helo: self.hostname.clone(),
+            peer: "127.0.0.1:0".into(),
+            body,
+        };
+        match self.queue.enqueue(report, now).await {
+            Ok(id) => {
+                info!(queue_id = %m.entry.id, report = %id, to = %to, "queue: delivery report queued")
+            }
+            Err(e) => warn!(queue_id = %m.entry.id, error = %e, "queue: could not queue a delivery report"),
+        }
+    }
+}
+
+fn mail_params(p: &Params) -> MailParams {
+    MailParams {
+        size: p.size,
+        body: p.eight_bit.then_some(Body::EightBitMime),
+        smtputf8: p.smtputf8,
+    }
+}
+
+fn failed_all(rcpts: &[String], reply: &Reply) -> Vec<Failed> {
+    let text = reply.to_string();
+    rcpts
+        .iter()
+        .map(|r| Failed {
+            rcpt: r.clone(),
+            status: dsn::status_of(&text),
+            diagnostic: text.clone(),
+        })
+        .collect()
+}
