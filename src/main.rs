@@ -63,11 +63,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The outbound queue: list it (no subcommand), or show, retry or
+    /// delete messages. Works while `run` runs.
+    Queue {
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<QueueCmd>,
+    },
     /// Operate on the quota store.
     Quota {
         #[command(subcommand)]
         command: QuotaCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// One message: its envelope, history and headers.
+    Show { id: String },
+    /// Try now: one message, or every one with --all.
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Drop a message from the queue (no report is sent).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +243,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("A running `postern run` uses it at the next login; no restart needed.");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Queue { json, command } => {
+            let config = load(&cli)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let out = rt.block_on(queue_command(&config, command.as_ref(), *json))?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Quota {
             command: QuotaCmd::AcceptReset,
         } => {
@@ -242,19 +274,203 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let quota = rt.block_on(quota_status(&config))?;
+            let queue = rt.block_on(async {
+                open_queue(&config)?
+                    .summary()
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            let caps = postern::gate::Board::read(&config.data_dir.join(postern::gate::BOARD_FILE));
             if *json {
                 let v = serde_json::json!({
                     "oauth": postern::auth::oauth::status_json(&config),
                     "quota": quota,
+                    "queue": queue,
+                    "connections": caps,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", postern::auth::oauth::status_report(&config));
                 print!("{quota}");
+                print!("{}", queue_report(&queue, &caps));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The queue and connection-cap part of `postern status`.
+fn queue_report(
+    queue: &[postern::queue::RouteSummary],
+    caps: &[postern::gate::GateStatus],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let now = jiff::Timestamp::now();
+    if queue.is_empty() {
+        let _ = writeln!(out, "queue: empty");
+    }
+    for r in queue {
+        let age = humantime::format_duration(std::time::Duration::from_secs(
+            (now - r.oldest).as_secs().max(0) as u64,
+        ));
+        let _ = writeln!(
+            out,
+            "queue {}: {} message(s), {} bytes, oldest {age} old, next try {:.0}",
+            r.route, r.messages, r.bytes, r.next_try
+        );
+    }
+    for c in caps.iter().filter(|c| c.lowered_until.is_some()) {
+        let _ = writeln!(
+            out,
+            "connections {}: cap lowered to {} (max_connections {}) until {:.0}: {}",
+            c.account,
+            c.cap,
+            c.configured,
+            c.lowered_until.unwrap_or(now),
+            c.lowered_reason.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+fn open_queue(config: &Config) -> anyhow::Result<postern::queue::Queue> {
+    let path = config.data_dir.join(postern::queue::QUEUE_FILE);
+    postern::queue::Queue::open(
+        &path,
+        postern::queue::Caps {
+            max_messages: config.queue.max_messages,
+            max_bytes: config.queue.max_bytes,
+        },
+    )
+    .with_context(|| format!("opening the queue {}", path.display()))
+}
+
+fn parse_id(id: &str) -> anyhow::Result<postern::queue::QueueId> {
+    id.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+/// `postern queue …`: what to print.
+async fn queue_command(
+    config: &Config,
+    cmd: Option<&QueueCmd>,
+    json: bool,
+) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let queue = open_queue(config)?;
+    let now = jiff::Timestamp::now();
+    let mut out = String::new();
+    match cmd {
+        None => {
+            let list = queue.list().await?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&list)? + "\n");
+            }
+            if list.is_empty() {
+                return Ok("the queue is empty\n".into());
+            }
+            let _ = writeln!(
+                out,
+                "{:<10}  {:<12} {:<16} {:>5} {:>8} {:>4}  {:<20} last error",
+                "id", "user", "route", "rcpts", "age", "try", "next try"
+            );
+            for e in &list {
+                let age = humantime::format_duration(std::time::Duration::from_secs(
+                    (now - e.received).as_secs().max(0) as u64,
+                ));
+                let next = match e.in_flight {
+                    Some(_) => "in flight".to_owned(),
+                    None => format!("{:.0}", e.next_try),
+                };
+                let flag = if e.crashed {
+                    " [was in flight at a crash: may arrive twice]"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<10}  {:<12} {:<16} {:>5} {:>8} {:>4}  {:<20} {}{flag}",
+                    e.id,
+                    e.user,
+                    e.route,
+                    e.rcpts.len(),
+                    age.to_string(),
+                    e.attempts,
+                    next,
+                    e.last_error.as_deref().unwrap_or("-"),
+                );
+            }
+            let _ = writeln!(out, "{} message(s)", list.len());
+        }
+        Some(QueueCmd::Show { id }) => {
+            let id = parse_id(id)?;
+            let (m, events) = queue.show(id).await?;
+            if json {
+                let v = serde_json::json!({
+                    "message": m.as_ref().map(|m| &m.entry),
+                    "headers": m.as_ref().map(|m| String::from_utf8_lossy(postern::queue::dsn::header_block(&m.body)).into_owned()),
+                    "events": events,
+                });
+                return Ok(serde_json::to_string_pretty(&v)? + "\n");
+            }
+            match &m {
+                Some(m) => {
+                    let e = &m.entry;
+                    let _ = writeln!(out, "id:        {}", e.id);
+                    let _ = writeln!(out, "user:      {}", e.user);
+                    let _ = writeln!(out, "route:     {}", e.route);
+                    let _ = writeln!(out, "from:      <{}>", e.mail_from);
+                    for r in &e.rcpts {
+                        let _ = writeln!(out, "to:        <{r}>");
+                    }
+                    let _ = writeln!(out, "size:      {} bytes", e.size);
+                    let _ = writeln!(out, "received:  {:.0}", e.received);
+                    let _ = writeln!(out, "attempts:  {}", e.attempts);
+                    let _ = writeln!(out, "next try:  {:.0}", e.next_try);
+                    if let Some(err) = &e.last_error {
+                        let _ = writeln!(out, "last error: {err}");
+                    }
+                    if e.crashed {
+                        let _ = writeln!(out, "note:      it was being delivered when Postern stopped: it may arrive twice");
+                    }
+                    let _ = writeln!(out, "\nheaders:");
+                    out.push_str(&String::from_utf8_lossy(postern::queue::dsn::header_block(
+                        &m.body,
+                    )));
+                }
+                None => {
+                    let _ = writeln!(out, "{id} is not in the queue (any more)");
+                }
+            }
+            let _ = writeln!(out, "\nhistory:");
+            for ev in &events {
+                let _ = writeln!(out, "  {:.0}  {:<9} {}", ev.at, ev.kind, ev.text);
+            }
+            if m.is_none() && events.is_empty() {
+                anyhow::bail!("no message {id} in the queue or its history");
+            }
+        }
+        Some(QueueCmd::Retry { id, all }) => {
+            let id = match (id, all) {
+                (Some(id), _) => Some(parse_id(id)?),
+                (None, true) => None,
+                (None, false) => anyhow::bail!("give a queue id, or --all"),
+            };
+            let n = queue.retry(id, now).await?;
+            let _ = writeln!(
+                out,
+                "{n} message(s) due now; a running Postern takes them within seconds"
+            );
+        }
+        Some(QueueCmd::Delete { id }) => {
+            let id = parse_id(id)?;
+            queue
+                .remove(id, "deleted", "by `postern queue delete`".into(), now)
+                .await?;
+            let _ = writeln!(out, "{id} deleted (no report is sent)");
+        }
+    }
+    Ok(out)
 }
 
 /// The quota state `run` keeps (SQLite in data_dir, or Redis), read while

@@ -117,8 +117,13 @@ impl Workers {
             }
         }
         if !tasks.is_empty() {
-            info!(in_flight = tasks.len(), "queue: waiting for deliveries in flight");
-            let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+            info!(
+                in_flight = tasks.len(),
+                "queue: waiting for deliveries in flight"
+            );
+            let _ =
+                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                    .await;
         }
     }
 
@@ -160,7 +165,9 @@ impl Workers {
     async fn deliver(&self, m: Claimed) {
         let id = m.entry.id;
         let now = Timestamp::now();
-        let age: Duration = (now - m.entry.received).try_into().unwrap_or(Duration::ZERO);
+        let age: Duration = (now - m.entry.received)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
         if age > self.cfg.max_queue_age {
             let why = format!(
                 "not delivered within max_queue_age ({}); last error: {}",
@@ -278,9 +285,13 @@ impl Workers {
             if let Some(t) = room_at {
                 self.hold(&m.entry.route, t);
             }
-            self.later(&m, later, last.unwrap_or_default(), room_at).await;
+            self.later(&m, later, last.unwrap_or_default(), room_at)
+                .await;
         } else if failed.is_empty() {
-            if let Err(e) = self.queue.delivered(id, Timestamp::now(), "delivered".into()) {
+            if let Err(e) = self
+                .queue
+                .delivered(id, Timestamp::now(), "delivered".into())
+            {
                 warn!(queue_id = %id, error = %e, "queue: could not record the delivery");
             }
         } else {
@@ -295,7 +306,13 @@ impl Workers {
 
     /// Back to the queue for `rcpts`: at `room_at` (no attempt counted) or
     /// after the next wait of the retry schedule.
-    async fn later(&self, m: &Claimed, rcpts: Vec<String>, why: String, room_at: Option<Timestamp>) {
+    async fn later(
+        &self,
+        m: &Claimed,
+        rcpts: Vec<String>,
+        why: String,
+        room_at: Option<Timestamp>,
+    ) {
         let now = Timestamp::now();
         let (next, attempt) = match room_at {
             Some(t) if t > now => (t, false),
@@ -370,7 +387,9 @@ impl Workers {
             Ok(id) => {
                 info!(queue_id = %m.entry.id, report = %id, to = %to, "queue: delivery report queued")
             }
-            Err(e) => warn!(queue_id = %m.entry.id, error = %e, "queue: could not queue a delivery report"),
+            Err(e) => {
+                warn!(queue_id = %m.entry.id, error = %e, "queue: could not queue a delivery report")
+            }
         }
     }
 }

@@ -288,12 +288,9 @@ impl Route {
             }
             (_, Some(q), _) => q,
             (_, None, _) => {
-                return Err(Reply::new(
-                    451,
-                    "4.3.0",
-                    "The queue is not available; try again later",
+                return Err(
+                    Reply::new(451, "4.3.0", "The queue is not available; try again later").into(),
                 )
-                .into())
             }
         };
         let held = |why: Option<String>| Held {

@@ -18,5 +18,6 @@ mod oauth_server;
 mod pool_store;
 mod pools;
 mod providers;
+mod queue;
 mod relay;
 mod relay_failures;

@@ -130,6 +130,9 @@ pub struct Script {
     /// Take the whole message (recorded as delivered, as a real server that
     /// hangs after queueing it), then never answer the final dot or BDAT LAST.
     pub freeze_after_data: bool,
+    /// Wait this long after the whole message arrived (it is recorded
+    /// first) before the final reply.
+    pub end_reply_delay: Option<Duration>,
     /// At most this many connections at once are logged in: a successful
     /// AUTH beyond that gets this reply line and the connection closes
     /// (Dovecot's `mail_max_userip_connections`).
@@ -163,6 +166,7 @@ impl Default for Script {
             end_reply: "250 2.0.0 OK queued as 1".into(),
             drop_after_data_bytes: None,
             freeze_after_data: false,
+            end_reply_delay: None,
             max_sessions: None,
             replies_multiline: false,
         }
@@ -261,7 +265,13 @@ pub struct FakeSmtp {
 impl FakeSmtp {
     /// Binds `127.0.0.1:0` and serves each connection in its own thread.
     pub fn start(script: Script, pki: &TestPki) -> FakeSmtp {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(0, script, pki)
+    }
+
+    /// The same on a given port of 127.0.0.1 (an upstream that comes back
+    /// where it was).
+    pub fn start_on(port: u16, script: Script, pki: &TestPki) -> FakeSmtp {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             script: Mutex::new(script.clone()),

@@ -483,6 +483,9 @@ impl Session {
             }
         }
         self.reset_envelope();
+        if let Some(d) = script.end_reply_delay {
+            std::thread::sleep(d);
+        }
         self.reply(&script.end_reply, script)
     }
 
