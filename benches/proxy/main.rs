@@ -24,6 +24,7 @@ mod login;
 mod memory;
 mod postern;
 mod procfs;
+mod queue;
 mod report;
 mod smtp;
 mod targets;
@@ -42,6 +43,7 @@ use tokio::task::JoinSet;
 use fetch::*;
 use idle::*;
 use login::*;
+use queue::*;
 use report::*;
 use smtp::*;
 use targets::*;
@@ -100,7 +102,7 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         quick: false,
         smoke: false,
         upstreams: vec!["dovecot".into(), "memory".into()],
-        only: ["smtp", "fetch", "login"]
+        only: ["smtp", "queue", "fetch", "login"]
             .iter()
             .map(|x| x.to_string())
             .collect(),
@@ -280,6 +282,9 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         if s.only.contains("smtp") {
             smtp_section(&t, &tls, &s, &mut r).await.context("SMTP")?;
         }
+        if s.only.contains("queue") {
+            queue_section(&t, &tls, &s, &mut r).await.context("queue")?;
+        }
         let p = start_postern(&t, &tls, &s)?;
         progress(format!(
             "{}: postern pid {} smtp {} imap {}",
@@ -378,6 +383,8 @@ fn check_smoke_report(report: &str) -> anyhow::Result<()> {
         "CPU ms/MiB: client (direct) vs Postern (via), FETCH",
         "IMAP login p50 ms (app password)",
         "IMAP login p50 ms (XOAUTH2, cached token)",
+        "Queue accept msgs/s, 10 KiB, 16 sessions (direct: relay)",
+        "Queue drain msgs/s, 16 workers (direct: relay)",
     ] {
         let row = report
             .lines()

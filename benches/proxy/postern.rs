@@ -37,7 +37,8 @@ pub struct Upstream<'a> {
 pub struct Postern {
     child: Option<Child>,
     /// Config, data_dir and log; removed when Postern is dropped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    password: String,
     pub log: PathBuf,
     pub smtp: SocketAddr,
     pub imap: SocketAddr,
@@ -83,6 +84,9 @@ ca_file = "{ca}"
 auth = "password"
 password_env = "BENCH_UPSTREAM_PASSWORD"
 daily_limit = 1000000000
+# As many connections as the load generator's sessions (a custom server
+# would get 4).
+max_connections = 64
 
 [accounts.uptok]
 email = "{email}"
@@ -109,29 +113,51 @@ impl Postern {
         let dir = tempfile::Builder::new()
             .prefix("postern-bench-")
             .tempdir()?;
-        let path = dir.path().join("postern.toml");
-        std::fs::write(&path, config)?;
         let log = dir.path().join("postern.log");
-        let logf = std::fs::File::create(&log)?;
+        let mut p = Postern {
+            child: None,
+            dir,
+            password: password.to_owned(),
+            log,
+            smtp: "0.0.0.0:0".parse().unwrap(),
+            imap: "0.0.0.0:0".parse().unwrap(),
+        };
+        p.spawn(config)?;
+        Ok(p)
+    }
+
+    /// Stop (SIGKILL) and start again on the same data_dir with `config`.
+    pub fn restart(&mut self, config: &str) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn(config)
+    }
+
+    /// The data_dir (`var` beside the config).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    fn spawn(&mut self, config: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("postern.toml");
+        std::fs::write(&path, config)?;
+        let logf = std::fs::File::create(&self.log)?;
         let bin = bin();
         let child = Command::new(&bin)
             .arg("--config")
             .arg(&path)
             .arg("run")
             .env_remove("RUST_LOG")
-            .env("BENCH_UPSTREAM_PASSWORD", password)
+            .env("BENCH_UPSTREAM_PASSWORD", &self.password)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .with_context(|| format!("spawn {bin}"))?;
-        let mut p = Postern {
-            child: Some(child),
-            _dir: dir,
-            log,
-            smtp: "0.0.0.0:0".parse().unwrap(),
-            imap: "0.0.0.0:0".parse().unwrap(),
-        };
+        self.child = Some(child);
+        let p = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&p.log).unwrap_or_default();
@@ -141,7 +167,7 @@ impl Postern {
             if let (Some(s), Some(i)) = (smtp, imap) {
                 p.smtp = s;
                 p.imap = i;
-                return Ok(p);
+                return Ok(());
             }
             if let Some(st) = p.child.as_mut().unwrap().try_wait()? {
                 bail!("postern exited early ({st}):\n{text}");

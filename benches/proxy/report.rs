@@ -199,6 +199,23 @@ pub fn evaluate(r: &mut Report) {
             }
         }
     }
+    for u in ["dovecot", "memory"] {
+        if let Some((_, v)) = ratio(r, u, "Queue accept msgs/s, 10 KiB, 16 sessions (direct: relay)") {
+            r.targets.push(target_line(
+                &format!("{u}: queue accepts ≥ 2,000 msgs/s of 10 KiB, fsync included"),
+                v >= 2000.0,
+                format!("{v:.0} msgs/s"),
+            ));
+        }
+        if let Some((d, v)) = ratio(r, u, "Queue drain msgs/s, 16 workers (direct: relay)") {
+            let q = v / d;
+            r.targets.push(target_line(
+                &format!("{u}: queue drains ≥ 0.9 × the direct relay rate"),
+                q >= 0.9,
+                format!("{q:.2} ({v:.0} vs {d:.0} msgs/s)"),
+            ));
+        }
+    }
     let cpu_rows: Vec<(String, String, f64, f64)> = r
         .rows
         .iter()
