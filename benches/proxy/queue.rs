@@ -43,10 +43,12 @@ fn depth(dir: &Path) -> anyhow::Result<u64> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )?;
     c.busy_timeout(Duration::from_secs(5))?;
-    Ok(c.query_row("SELECT messages FROM totals WHERE one = 1", [], |r| {
-        r.get::<_, i64>(0)
-    })?
-    .max(0) as u64)
+    Ok(
+        c.query_row("SELECT messages FROM totals WHERE one = 1", [], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .max(0) as u64,
+    )
 }
 
 pub async fn queue_section(

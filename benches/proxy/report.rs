@@ -200,7 +200,11 @@ pub fn evaluate(r: &mut Report) {
         }
     }
     for u in ["dovecot", "memory"] {
-        if let Some((_, v)) = ratio(r, u, "Queue accept msgs/s, 10 KiB, 16 sessions (direct: relay)") {
+        if let Some((_, v)) = ratio(
+            r,
+            u,
+            "Queue accept msgs/s, 10 KiB, 16 sessions (direct: relay)",
+        ) {
             r.targets.push(target_line(
                 &format!("{u}: queue accepts ≥ 2,000 msgs/s of 10 KiB, fsync included"),
                 v >= 2000.0,

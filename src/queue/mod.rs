@@ -9,9 +9,10 @@
 //! filled up or the process died is simply not there. The message bytes
 //! sit in the row's last column, so listing the queue never reads them.
 //!
-//! A message's life: [`Queue::enqueue`] (durable) → a worker [`Queue::claim`]s
-//! due messages (durable: a message is marked in flight before anything
-//! goes upstream) → [`Queue::delivered`] (the row goes), [`Queue::defer`]
+//! A message's life: [`Queue::enqueue`] (durable) → the workers find
+//! [`Queue::due`] messages and [`Queue::start`] each (durable: a message is
+//! marked in flight before anything goes upstream) → [`Queue::delivered`]
+//! (the row goes), [`Queue::defer`]
 //! (back with a next try) or [`Queue::remove`] after a bounce or expiry.
 //! A message found in flight at start was being delivered when the process
 //! died: it goes back to the queue marked `crashed` (it may arrive twice),
@@ -414,17 +415,19 @@ impl Queue {
         Ok(id)
     }
 
-    /// Claims up to `limit` messages due by `now` that are not in flight,
-    /// oldest first, skipping the routes in `skip`: they are marked in
-    /// flight (durably) and returned with their bytes.
-    pub async fn claim(
+    /// Up to `limit` messages due by `now` that are not in flight, oldest
+    /// first, with their bytes, skipping the routes in `skip` and the ids in
+    /// `taken` (handed to a worker already). Reads only: a worker marks a
+    /// message with [`Queue::start`] before it sends anything.
+    pub async fn due(
         &self,
         now: Timestamp,
         limit: usize,
         skip: Vec<String>,
+        taken: Vec<QueueId>,
     ) -> Result<Vec<Claimed>, QueueError> {
         self.db
-            .run(true, true, move |c| {
+            .read(move |c| {
                 let mut out = Vec::new();
                 let not_in = (0..skip.len())
                     .map(|i| format!("?{}", i + 3))
@@ -435,27 +438,45 @@ impl Queue {
                      WHERE next_try_ms <= ?1 AND in_flight_ms IS NULL AND route NOT IN ({not_in})
                      ORDER BY next_try_ms, id LIMIT ?2"
                 ))?;
-                let mut args: Vec<rusqlite::types::Value> =
-                    vec![now.as_millisecond().into(), (limit as i64).into()];
+                let mut args: Vec<rusqlite::types::Value> = vec![
+                    now.as_millisecond().into(),
+                    ((limit + taken.len()) as i64).into(),
+                ];
                 args.extend(skip.into_iter().map(rusqlite::types::Value::from));
                 let mut rows = st.query(rusqlite::params_from_iter(args))?;
                 while let Some(r) = rows.next()? {
+                    let e = entry(r)?;
+                    if taken.contains(&e.id) {
+                        continue;
+                    }
                     out.push(Claimed {
-                        entry: entry(r)?,
+                        entry: e,
                         params: Params::decode(&r.get::<_, String>(12)?),
                         helo: r.get(13)?,
                         peer: r.get(14)?,
                         body: r.get(15)?,
                     });
-                }
-                drop(rows);
-                let mut mark =
-                    c.prepare_cached("UPDATE queue SET in_flight_ms = ?2 WHERE id = ?1")?;
-                for m in &mut out {
-                    mark.execute(params![m.entry.id.0, now.as_millisecond()])?;
-                    m.entry.in_flight = Some(now);
+                    if out.len() == limit {
+                        break;
+                    }
                 }
                 Ok(out)
+            })
+            .await
+    }
+
+    /// Marks a message in flight, durably, before anything of it goes
+    /// upstream; false when it is in flight already or gone. Workers
+    /// starting together share one fsync.
+    pub async fn start(&self, id: QueueId, now: Timestamp) -> Result<bool, QueueError> {
+        self.db
+            .run(true, true, move |c| {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE queue SET in_flight_ms = ?2 WHERE id = ?1 AND in_flight_ms IS NULL",
+                    )?
+                    .execute(params![id.0, now.as_millisecond()])?;
+                Ok(n == 1)
             })
             .await
     }
@@ -659,15 +680,24 @@ impl Queue {
             .await
     }
 
-    /// The earliest next try of a message not in flight (for the workers'
-    /// sleep).
-    pub async fn next_due(&self) -> Result<Option<Timestamp>, QueueError> {
+    /// The earliest next try of a message not in flight and not on one of
+    /// the `skip` routes (for the workers' sleep).
+    pub async fn next_due(&self, skip: Vec<String>) -> Result<Option<Timestamp>, QueueError> {
         self.db
-            .read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT MIN(next_try_ms) FROM queue WHERE in_flight_ms IS NULL",
-                )?
-                .query_row([], |r| r.get::<_, Option<i64>>(0))?
+            .read(move |c| {
+                let not_in = (0..skip.len())
+                    .map(|i| format!("?{}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let args: Vec<rusqlite::types::Value> =
+                    skip.into_iter().map(rusqlite::types::Value::from).collect();
+                Ok(c.prepare_cached(&format!(
+                    "SELECT MIN(next_try_ms) FROM queue
+                     WHERE in_flight_ms IS NULL AND route NOT IN ({not_in})"
+                ))?
+                .query_row(rusqlite::params_from_iter(args), |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
                 .map(ts))
             })
             .await

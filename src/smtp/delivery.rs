@@ -12,7 +12,7 @@
 //! A message still undelivered `max_queue_age` after it arrived is
 //! reported and dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -78,6 +78,8 @@ impl Workers {
     /// start and retried, marked as possibly delivered twice).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let mut tasks = tokio::task::JoinSet::new();
+        // Handed to a worker and not finished: not to be handed out again.
+        let taken: Arc<Mutex<HashSet<QueueId>>> = Arc::default();
         loop {
             let wake = self.queue.wake().notified();
             tokio::pin!(wake);
@@ -85,30 +87,54 @@ impl Workers {
             let now = Timestamp::now();
             let skip = self.held_routes(now);
             let free = self.slots.available_permits();
-            let mut claimed = 0;
+            let mut found = 0;
             if free > 0 {
-                match self.queue.claim(now, free, skip).await {
+                let busy: Vec<QueueId> = taken
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .copied()
+                    .collect();
+                match self.queue.due(now, free, skip, busy).await {
                     Ok(batch) => {
-                        claimed = batch.len();
+                        found = batch.len();
                         for m in batch {
                             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                                 return;
                             };
-                            let me = self.clone();
+                            let id = m.entry.id;
+                            taken
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(id);
+                            let (me, taken) = (self.clone(), taken.clone());
                             tasks.spawn(async move {
-                                me.deliver(m).await;
+                                // Marked in flight on disk first; the
+                                // workers starting together share an fsync.
+                                match me.queue.start(id, Timestamp::now()).await {
+                                    Ok(true) => me.deliver(m).await,
+                                    Ok(false) => {}
+                                    Err(e) => warn!(queue_id = %id, error = %e, "queue: could not start a delivery"),
+                                }
+                                taken.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                                 drop(permit);
                             });
                         }
                     }
-                    Err(e) => warn!(error = %e, "queue: could not take due messages"),
+                    Err(e) => warn!(error = %e, "queue: could not read due messages"),
                 }
             }
             while tasks.try_join_next().is_some() {}
-            if claimed > 0 && claimed == free {
+            if found > 0 && found == free {
                 continue;
             }
-            let sleep = self.sleep_until(now).await;
+            // All workers busy: a finished one wakes the loop; else sleep
+            // until the next message is due.
+            let sleep = if self.slots.available_permits() == 0 {
+                POLL
+            } else {
+                self.sleep_until(now).await
+            };
             tokio::select! {
                 _ = &mut wake => {}
                 _ = tokio::time::sleep(sleep) => {}
@@ -130,7 +156,12 @@ impl Workers {
     /// How long to sleep: until the next message is due or a held route
     /// frees, at most [`POLL`].
     async fn sleep_until(&self, now: Timestamp) -> Duration {
-        let next = self.queue.next_due().await.ok().flatten();
+        let next = self
+            .queue
+            .next_due(self.held_routes(now))
+            .await
+            .ok()
+            .flatten();
         let held = self
             .held
             .lock()
