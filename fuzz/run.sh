@@ -26,7 +26,7 @@ FUZZ="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$FUZZ/.." && pwd)"
 cd "$ROOT"
 
-ALL_TARGETS=(smtp_command smtp_reply smtp_data imap_framing imap_command imap_response sasl config)
+ALL_TARGETS=(smtp_command smtp_reply smtp_data imap_framing imap_command imap_response pop3 sasl config)
 
 log() { printf 'fuzz/run.sh: %s\n' "$*" >&2; }
 
@@ -59,6 +59,7 @@ dict_for() {
     case "$1" in
         smtp_*) echo smtp ;;
         imap_*) echo imap ;;
+        pop3) echo pop3 ;;
         sasl) echo sasl ;;
         config) echo toml ;;
         *) log "unknown target $1"; exit 2 ;;

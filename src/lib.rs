@@ -19,6 +19,7 @@ pub mod gate;
 pub mod imap;
 pub mod io;
 pub mod pool;
+pub mod pop3;
 pub mod providers;
 pub mod queue;
 pub mod rewrite;
