@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Bind;
 use crate::io::MaybeTls;
+use crate::providers::TlsMode;
 
 /// How much a read asks for at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -47,7 +49,8 @@ pub struct Conn<S> {
     /// Bytes read and not yet taken by the session.
     pub rbuf: BytesMut,
     wbuf: Vec<u8>,
-    local: SocketAddr,
+    /// The listening address the client reached, with its TLS mode.
+    local: Bind,
     /// `idle_timeout`: the most a client may stay silent, the most one
     /// command may take from its first byte, and the most a write may wait
     /// for a client that does not read.
@@ -59,13 +62,16 @@ pub struct Conn<S> {
     pending_since: Option<Instant>,
     /// When the last read returned data.
     last_read: Instant,
+    /// The last read or write error, for the log line of a session that
+    /// ends on it.
+    last_error: Option<String>,
     shutdown: CancellationToken,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(
         stream: MaybeTls<S>,
-        local: SocketAddr,
+        local: Bind,
         idle: Duration,
         shutdown: CancellationToken,
     ) -> Conn<S> {
@@ -77,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             idle,
             pending_since: None,
             last_read: Instant::now(),
+            last_error: None,
             shutdown,
         }
     }
@@ -87,7 +94,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Plaintext AUTH is fine over loopback; elsewhere only after TLS.
     pub fn auth_allowed(&self) -> bool {
-        self.is_tls() || self.local.ip().is_loopback()
+        self.is_tls() || self.local.addr.ip().is_loopback()
+    }
+
+    /// The address the client connected to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local.addr
+    }
+
+    /// Whether STARTTLS (STLS) is offered now: on a `starttls` address,
+    /// before TLS.
+    pub fn offers_starttls(&self) -> bool {
+        self.local.tls == TlsMode::Starttls && !self.is_tls()
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -120,10 +138,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             },
             _ = self.shutdown.cancelled(), if watch_shutdown => Ok(Read::Shutdown),
         };
-        if let Ok(Read::Data) = r {
-            self.last_read = Instant::now();
+        match &r {
+            Ok(Read::Data) => self.last_read = Instant::now(),
+            Err(e) => self.last_error = Some(e.to_string()),
+            _ => {}
         }
         r
+    }
+
+    /// Why the connection failed last (a read or write error), if it did.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// Read more of the command now arriving: its deadline runs from its
@@ -183,6 +208,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // Keep the buffer's capacity for the next replies.
         buf.clear();
         self.wbuf = buf;
+        if let Err(e) = &written {
+            self.last_error = Some(e.to_string());
+        }
         written
     }
 

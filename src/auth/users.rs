@@ -285,6 +285,8 @@ mod tests {
                 read_via: None,
                 delivery: None,
                 bounce: None,
+                allowed_senders: Vec::new(),
+                allowed_recipients: Vec::new(),
             },
         );
         Users::new(&m, limits)

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    OneOrMany, RawAccount, RawConfig, RawEndpoint, RawLimits, RawListener, RawPool, RawQueue,
-    RawUser,
+    RawAccount, RawBind, RawConfig, RawEndpoint, RawLimits, RawListener, RawPool, RawPop3,
+    RawQueue, RawUser,
 };
 use super::types::*;
+use crate::pattern::{Net, Pattern};
 use crate::providers::{self, TlsMode, UserForm, Window};
 
 pub(super) struct Checker<'a> {
@@ -51,19 +52,24 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let c = Checker { file, base: &base };
     let data_dir = c.path(raw.data_dir.as_deref().unwrap_or(Path::new("var")));
 
-    let smtp = match raw.smtp {
-        Some(l) => check_listener(&c, "smtp", l)?,
-        None => {
-            return Err(c.err(
-                "smtp",
-                "missing: add [smtp] with listen = \"127.0.0.1:2525\"",
-            ))
-        }
-    };
+    let smtp = raw
+        .smtp
+        .map(|l| check_listener(&c, "smtp", l))
+        .transpose()?;
     let imap = raw
         .imap
         .map(|l| check_listener(&c, "imap", l))
         .transpose()?;
+    let pop3 = raw
+        .pop3
+        .map(|l| check_listener(&c, "pop3", l))
+        .transpose()?;
+    if smtp.is_none() && imap.is_none() && pop3.is_none() {
+        return Err(c.err(
+            "smtp",
+            "no listener: add at least one of [smtp] listen = \"127.0.0.1:2525\", [imap] listen = \"127.0.0.1:1143\" or [pop3] listen = \"127.0.0.1:1110\"",
+        ));
+    }
     let tls = raw.tls.map(|t| TlsFiles {
         cert: c.path(&t.cert),
         key: c.path(&t.key),
@@ -78,6 +84,29 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
 
     let pools = check_pools(&c, raw.pools, &accounts)?;
     let users = check_users(&c, raw.users, &accounts, &pools)?;
+    if let Some(a) = smtp.as_ref().and_then(|l| l.anonymous.as_ref()) {
+        match users.get(&a.user) {
+            None => {
+                return Err(c.err(
+                    "smtp.anonymous_user",
+                    format!("unknown user \"{}\"{}", a.user, known(users.keys())),
+                ))
+            }
+            Some(u) if u.allowed_senders.is_empty() => {
+                return Err(c.err(
+                    format!("users.{}.allowed_senders", a.user),
+                    "the anonymous user must list the senders it may use (for example [\"scanner@office.example\"]), so that the listener can never relay for anyone",
+                ))
+            }
+            Some(u) if u.send_via.is_none() => {
+                return Err(c.err(
+                    format!("users.{}.send_via", a.user),
+                    "the anonymous user needs a send_via (an account, a pool, or \"capture\")",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
     let limits = check_limits(&c, raw.limits)?;
     let queue = check_queue(&c, raw.queue)?;
 
@@ -106,6 +135,7 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         hostname: raw.hostname.unwrap_or_else(|| "localhost".to_owned()),
         smtp,
         imap,
+        pop3,
         tls,
         users,
         accounts,
@@ -324,11 +354,11 @@ fn check_users(
             .transpose()?;
         if let Some(r) = &u.read_via {
             match accounts.get(r) {
-                Some(a) if a.imap.is_some() => {}
+                Some(a) if a.imap.is_some() || a.pop3.is_some() => {}
                 Some(_) => {
                     return Err(c.err(
                         format!("{key}.read_via"),
-                        format!("account \"{r}\" has no IMAP server"),
+                        format!("account \"{r}\" has no IMAP or POP3 server"),
                     ))
                 }
                 None => {
@@ -352,6 +382,17 @@ fn check_users(
             .as_deref()
             .map(|b| check_bounce(c, &format!("{key}.bounce"), b))
             .transpose()?;
+        let patterns = |what: &str, list: Option<Vec<String>>| {
+            list.unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    Pattern::parse(p)
+                        .map_err(|e| c.err(format!("{key}.{what}"), format!("\"{p}\": {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let allowed_senders = patterns("allowed_senders", u.allowed_senders)?;
+        let allowed_recipients = patterns("allowed_recipients", u.allowed_recipients)?;
         users.insert(
             name.clone(),
             User {
@@ -361,6 +402,8 @@ fn check_users(
                 read_via: u.read_via,
                 delivery: u.delivery,
                 bounce,
+                allowed_senders,
+                allowed_recipients,
             },
         );
     }
@@ -469,22 +512,24 @@ fn check_name(c: &Checker, section: &str, name: &str) -> Result<(), ConfigError>
 }
 
 fn check_listener(c: &Checker, section: &str, l: RawListener) -> Result<Listener, ConfigError> {
-    let list = match l.listen {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    };
+    let list = l.listen.into_vec();
     if list.is_empty() {
         return Err(c.err(format!("{section}.listen"), "needs at least one address"));
     }
-    let mut listen = Vec::new();
-    for s in list {
+    let default_tls = l.tls.unwrap_or(TlsMode::None);
+    let mut binds: Vec<Bind> = Vec::new();
+    for b in list {
+        let (s, tls) = match b {
+            RawBind::Addr(s) => (s, default_tls),
+            RawBind::Table(t) => (t.addr, t.tls.unwrap_or(default_tls)),
+        };
         let addr: SocketAddr = s.parse().map_err(|_| {
             c.err(
                 format!("{section}.listen"),
                 format!("\"{s}\" is not an address with a port, like \"127.0.0.1:2525\" or \"[::1]:2525\""),
             )
         })?;
-        if !addr.ip().is_loopback() && l.tls == TlsMode::None {
+        if !addr.ip().is_loopback() && tls == TlsMode::None {
             return Err(c.err(
                 format!("{section}.tls"),
                 format!(
@@ -492,9 +537,48 @@ fn check_listener(c: &Checker, section: &str, l: RawListener) -> Result<Listener
                 ),
             ));
         }
-        listen.push(addr);
+        if addr.port() != 0 && binds.iter().any(|b| b.addr == addr) {
+            return Err(c.err(
+                format!("{section}.listen"),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        binds.push(Bind { addr, tls });
     }
-    Ok(Listener { listen, tls: l.tls })
+    let anonymous = match (l.anonymous_user, l.allow_from) {
+        (None, None) => None,
+        _ if section != "smtp" => {
+            return Err(c.err(
+                format!("{section}.anonymous_user"),
+                "only an [smtp] listener takes clients that do not log in",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(c.err(
+                "smtp.allow_from",
+                "anonymous_user needs allow_from: the addresses of the devices that send without logging in, like [\"192.168.1.50/32\"]",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(c.err(
+                "smtp.anonymous_user",
+                "allow_from names who may send without logging in; it needs anonymous_user, the user they send as",
+            ))
+        }
+        (Some(user), Some(nets)) => {
+            if nets.is_empty() {
+                return Err(c.err("smtp.allow_from", "needs at least one network"));
+            }
+            let allow_from = nets
+                .iter()
+                .map(|n| {
+                    Net::parse(n).map_err(|e| c.err("smtp.allow_from", format!("\"{n}\": {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Anonymous { user, allow_from })
+        }
+    };
+    Ok(Listener { binds, anonymous })
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -567,12 +651,45 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
     };
     let smtp = service("smtp", a.smtp, preset.and_then(|p| p.smtp))?;
     let imap = service("imap", a.imap, preset.and_then(|p| p.imap))?;
-    if smtp.is_none() && imap.is_none() {
+    let preset_pop = preset.and_then(|p| p.pop);
+    let pop3 = match a.pop3 {
+        None => service("pop3", None, preset_pop)?,
+        Some(RawPop3::Preset(false)) => None,
+        Some(RawPop3::Preset(true)) => match (preset, preset_pop) {
+            (Some(_), Some(p)) => service("pop3", None, Some(p))?,
+            (Some(p), None) => {
+                return Err(c.err(
+                    format!("{key}.pop3"),
+                    format!(
+                        "{} has no POP3 server (it publishes IMAP and SMTP only); read this account over IMAP ([imap] listener) instead",
+                        p.display
+                    ),
+                ))
+            }
+            (None, _) => {
+                return Err(c.err(
+                    format!("{key}.pop3"),
+                    "pop3 = true takes the POP3 server of a provider preset; this account has none, so give pop3 = { host, port, tls }",
+                ))
+            }
+        },
+        Some(RawPop3::Server(e)) => service("pop3", Some(e), preset_pop)?,
+    };
+    if smtp.is_none() && imap.is_none() && pop3.is_none() {
         return Err(c.err(
             key,
-            "needs provider = \"…\" (see `postern providers`) or smtp = { host, port, tls } / imap = { … }",
+            "needs provider = \"…\" (see `postern providers`) or smtp = { host, port, tls } / imap = { … } / pop3 = { … }",
         ));
     }
+    let tls_pin = match &a.tls_pin {
+        None => None,
+        Some(p) => Some(crate::cert::parse_pin(p).ok_or_else(|| {
+            c.err(
+                format!("{key}.tls_pin"),
+                "not a pin: write \"sha256:\" and the 64 hexadecimal digits of the certificate's SHA-256 fingerprint (`postern doctor` prints the line)",
+            )
+        })?),
+    };
     let auth = match a.auth {
         Some(m) => m,
         None => match preset {
@@ -697,7 +814,9 @@ fn check_account(c: &Checker, name: &str, a: RawAccount) -> Result<Account, Conf
         email,
         smtp,
         imap,
+        pop3,
         ca_file: a.ca_file.map(|p| c.path(&p)),
+        tls_pin,
         auth,
         token_command: a.token_command,
         oauth: a.oauth.map(|mut o| {

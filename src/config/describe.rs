@@ -13,24 +13,38 @@ impl Config {
         use std::fmt::Write;
         let _ = writeln!(w, "config:    {}", self.file.display());
         let _ = writeln!(w, "data_dir:  {}", self.data_dir.display());
-        let listener = |w: &mut String, name: &str, l: &Listener| {
-            for a in &l.listen {
-                let auth = if a.ip().is_loopback() || l.tls == TlsMode::Implicit {
+        let listener = |w: &mut String, name: &str, l: &Option<Listener>| {
+            let Some(l) = l else {
+                let _ = writeln!(w, "  {name:<9} (off)");
+                return;
+            };
+            for b in &l.binds {
+                let auth = if b.addr.ip().is_loopback() || b.tls == TlsMode::Implicit {
                     "AUTH allowed"
                 } else {
                     "AUTH after STARTTLS"
                 };
-                let _ = writeln!(w, "{name:<10} {a} tls={} ({auth})", l.tls);
+                let _ = writeln!(w, "  {name:<9} {} tls={} ({auth})", b.addr, b.tls);
+            }
+            if let Some(a) = &l.anonymous {
+                let nets: Vec<String> = a.allow_from.iter().map(|n| n.to_string()).collect();
+                let _ = writeln!(
+                    w,
+                    "  {:<9} without AUTH from {} as user {}",
+                    "",
+                    nets.join(", "),
+                    a.user
+                );
             }
         };
         let _ = writeln!(w, "\nlisteners:");
-        listener(w, "  smtp", &self.smtp);
-        match &self.imap {
-            Some(l) => listener(w, "  imap", l),
-            None => {
-                let _ = writeln!(w, "  imap      (off)");
-            }
-        }
+        listener(w, "smtp", &self.smtp);
+        listener(w, "imap", &self.imap);
+        listener(w, "pop3", &self.pop3);
+        let tls_used = [&self.smtp, &self.imap, &self.pop3]
+            .into_iter()
+            .flatten()
+            .any(Listener::uses_tls);
         match &self.tls {
             Some(t) => {
                 let _ = writeln!(
@@ -40,13 +54,14 @@ impl Config {
                     t.key.display()
                 );
             }
-            None => {
+            None if tls_used => {
                 let _ = writeln!(
                     w,
                     "  tls cert  self-signed, kept in {}",
                     self.data_dir.join("tls").display()
                 );
             }
+            None => {}
         }
         let _ = writeln!(w, "\nusers:");
         for u in self.users.values() {
@@ -55,8 +70,30 @@ impl Config {
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "(no sending)".into());
-            let read = u.read_via.as_deref().unwrap_or("(no IMAP)");
+            let read = u.read_via.as_deref().unwrap_or("(no reading)");
             let _ = writeln!(w, "  {:<16} send_via={send} read_via={read}", u.name);
+            let list = |p: &[crate::pattern::Pattern]| {
+                p.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !u.allowed_senders.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "  {:<16} allowed_senders={}",
+                    "",
+                    list(&u.allowed_senders)
+                );
+            }
+            if !u.allowed_recipients.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "  {:<16} allowed_recipients={}",
+                    "",
+                    list(&u.allowed_recipients)
+                );
+            }
         }
         let _ = writeln!(w, "\naccounts:");
         if self.accounts.is_empty() {
@@ -70,7 +107,7 @@ impl Config {
                 " (disabled: enabled = false)"
             };
             let _ = writeln!(w, "  {} <{}> preset={preset}{off}", a.name, a.email);
-            for (proto, svc) in [("smtp", &a.smtp), ("imap", &a.imap)] {
+            for (proto, svc) in [("smtp", &a.smtp), ("imap", &a.imap), ("pop3", &a.pop3)] {
                 if let Some(svc) = svc {
                     let alt = svc
                         .alternate
@@ -116,6 +153,9 @@ impl Config {
             if let Some(ca) = &a.ca_file {
                 let _ = writeln!(w, "    ca    {}", ca.display());
             }
+            if let Some(pin) = &a.tls_pin {
+                let _ = writeln!(w, "    pin   {}", crate::cert::pin_text(pin));
+            }
             let limit = self
                 .daily_limit(a)
                 .map(|n| n.to_string())
@@ -150,5 +190,22 @@ impl Config {
             humantime::format_duration(l.auth_backoff_max),
         );
         s
+    }
+}
+
+impl Config {
+    /// What `check-config` and `run` warn about: allowed, but probably not
+    /// what was meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(a) = self.smtp.as_ref().and_then(|l| l.anonymous.as_ref()) {
+            for n in a.allow_from.iter().filter(|n| !n.is_narrow()) {
+                out.push(format!(
+                    "smtp.allow_from: {n} is wider than a single host: every machine in it may send as user {} without logging in; list each device as ADDRESS/32",
+                    a.user
+                ));
+            }
+        }
+        out
     }
 }

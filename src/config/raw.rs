@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) hostname: Option<String>,
     pub(super) smtp: Option<RawListener>,
     pub(super) imap: Option<RawListener>,
+    pub(super) pop3: Option<RawListener>,
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) users: BTreeMap<String, RawUser>,
@@ -35,21 +36,45 @@ pub(super) struct RawConfig {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub(super) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+pub(super) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub(super) fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(x) => vec![x],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// One `listen` entry: `"127.0.0.1:2525"` (the section's `tls`) or
+/// `{ addr = "127.0.0.1:465", tls = "implicit" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBind {
+    Addr(String),
+    Table(RawBindTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBindTable {
+    pub(super) addr: String,
+    pub(super) tls: Option<TlsMode>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
-    pub(super) listen: OneOrMany,
-    #[serde(default = "tls_none")]
-    pub(super) tls: TlsMode,
-}
-
-fn tls_none() -> TlsMode {
-    TlsMode::None
+    pub(super) listen: OneOrMany<RawBind>,
+    pub(super) tls: Option<TlsMode>,
+    /// SMTP only: the user a client that sends MAIL without AUTH is
+    /// treated as, from the addresses in `allow_from`.
+    pub(super) anonymous_user: Option<String>,
+    pub(super) allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +92,8 @@ pub(super) struct RawUser {
     pub(super) read_via: Option<String>,
     pub(super) delivery: Option<Delivery>,
     pub(super) bounce: Option<String>,
+    pub(super) allowed_senders: Option<Vec<String>>,
+    pub(super) allowed_recipients: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +102,14 @@ pub(super) struct RawEndpoint {
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) tls: TlsMode,
+}
+
+/// An account's `pop3`: a server, or `true` / `false` for the preset's.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPop3 {
+    Preset(bool),
+    Server(RawEndpoint),
 }
 
 #[derive(Deserialize)]
@@ -86,7 +121,9 @@ pub(super) struct RawAccount {
     pub(super) username: Option<String>,
     pub(super) smtp: Option<RawEndpoint>,
     pub(super) imap: Option<RawEndpoint>,
+    pub(super) pop3: Option<RawPop3>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) tls_pin: Option<String>,
     pub(super) auth: Option<AuthMethod>,
     pub(super) token_command: Option<String>,
     pub(super) oauth: Option<OAuthConfig>,

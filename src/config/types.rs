@@ -37,8 +37,10 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Name this server gives itself in greetings.
     pub hostname: String,
-    pub smtp: Listener,
+    /// The listeners; at least one of the three is set.
+    pub smtp: Option<Listener>,
     pub imap: Option<Listener>,
+    pub pop3: Option<Listener>,
     pub tls: Option<TlsFiles>,
     pub users: BTreeMap<String, User>,
     pub accounts: BTreeMap<String, Account>,
@@ -51,10 +53,34 @@ pub struct Config {
     pub queue: QueueConfig,
 }
 
+/// One listener section: its addresses, each with its TLS mode.
 #[derive(Debug, Clone)]
 pub struct Listener {
-    pub listen: Vec<SocketAddr>,
+    pub binds: Vec<Bind>,
+    /// SMTP only: clients that may send without AUTH.
+    pub anonymous: Option<Anonymous>,
+}
+
+impl Listener {
+    /// Whether any address of this listener speaks TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.binds.iter().any(|b| b.tls != TlsMode::None)
+    }
+}
+
+/// An address to listen on and the TLS mode it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bind {
+    pub addr: SocketAddr,
     pub tls: TlsMode,
+}
+
+/// `anonymous_user` and `allow_from`: a client from one of these networks
+/// that sends MAIL without AUTH is this user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anonymous {
+    pub user: String,
+    pub allow_from: Vec<crate::pattern::Net>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +100,10 @@ pub struct User {
     pub delivery: Option<Delivery>,
     /// Where this user's bounces go (else `[queue] bounce`).
     pub bounce: Option<Bounce>,
+    /// Envelope senders this user may use (any when empty).
+    pub allowed_senders: Vec<crate::pattern::Pattern>,
+    /// Recipients this user may send to (any when empty).
+    pub allowed_recipients: Vec<crate::pattern::Pattern>,
 }
 
 /// How a message reaches the upstream.
@@ -291,7 +321,10 @@ pub struct Account {
     pub email: String,
     pub smtp: Option<Service>,
     pub imap: Option<Service>,
+    pub pop3: Option<Service>,
     pub ca_file: Option<PathBuf>,
+    /// `tls_pin = "sha256:…"`: the one server certificate accepted as is.
+    pub tls_pin: Option<[u8; 32]>,
     pub auth: AuthMethod,
     pub token_command: Option<String>,
     pub oauth: Option<OAuthConfig>,

@@ -21,7 +21,6 @@ use crate::auth::users::{LoginError, Users};
 use crate::config::{Limits, User};
 use crate::conn::{Conn, Read, UpgradeError};
 use crate::io::MaybeTls;
-use crate::providers::TlsMode;
 use crate::sasl;
 use crate::secret::Secret;
 use crate::smtp::codec::{self, Command, DataDecoder, DataProgress, Line, MailParams, Path, Reply};
@@ -42,9 +41,9 @@ pub struct SmtpContext {
     pub limits: Limits,
     pub users: Arc<Users>,
     pub router: Arc<Router>,
-    /// The listener's TLS mode.
-    pub tls_mode: TlsMode,
     pub acceptor: Option<TlsAcceptor>,
+    /// `anonymous_user` / `allow_from` of this listener.
+    pub anonymous: Option<crate::config::Anonymous>,
     pub shutdown: CancellationToken,
 }
 
@@ -178,7 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             debug!("STARTTLS done");
                         }
                         Err(UpgradeError::Handshake(e)) => {
-                            info!(error = %e, "STARTTLS handshake failed");
+                            info!(stage = "STARTTLS", reason = %e, "TLS handshake failed");
                             return End::IoError;
                         }
                         Err(UpgradeError::Timeout) => return End::IdleTimeout,
@@ -187,6 +186,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             },
         };
         let phase = std::mem::replace(&mut self.phase, Phase::Greeted);
+        if end == End::IoError {
+            let stage = match &phase {
+                Phase::Greeted => "after the greeting",
+                Phase::Helo { .. } => "before login",
+                Phase::Authed { .. } => "after login",
+                Phase::Mail { .. } => "in a transaction",
+            };
+            info!(
+                stage,
+                reason = self.conn.last_error().unwrap_or("the connection broke"),
+                "SMTP connection failed"
+            );
+        }
         let _ = phase.end_mail();
         self.conn.close().await;
         end
@@ -424,7 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.ctx.tls_mode == TlsMode::Starttls && !self.conn.is_tls() {
+        if self.conn.offers_starttls() && self.ctx.acceptor.is_some() {
             lines.push("STARTTLS".into());
         }
         if self.conn.auth_allowed() && !authed {
@@ -439,8 +451,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(Reply::new(503, "5.5.1", "TLS is already active"));
             return self.bad();
         }
-        let acceptor = match (&self.ctx.acceptor, self.ctx.tls_mode) {
-            (Some(a), TlsMode::Starttls) => a.clone(),
+        let acceptor = match &self.ctx.acceptor {
+            Some(a) if self.conn.offers_starttls() => a.clone(),
             _ => {
                 self.reply(Reply::new(
                     502,
@@ -621,6 +633,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// The listener's `anonymous_user`, when the client's address is in
+    /// its `allow_from`.
+    fn anonymous_user(&self) -> Option<Arc<User>> {
+        let a = self.ctx.anonymous.as_ref()?;
+        if !a.allow_from.iter().any(|n| n.contains(self.peer.ip())) {
+            return None;
+        }
+        self.ctx.users.get(&a.user).cloned()
+    }
+
     fn session_info(&self, helo: &str, user: &User) -> SessionInfo {
         SessionInfo {
             user: user.name.clone(),
@@ -635,10 +657,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.reply(Reply::new(503, "5.5.1", "Send EHLO first"));
                 return true;
             }
-            Phase::Helo { .. } => {
-                self.reply(Reply::new(530, "5.7.0", "Authentication required"));
-                return true;
-            }
+            Phase::Helo { helo } => match self.anonymous_user() {
+                Some(user) => {
+                    info!(user = %user.name, "mail without AUTH from an allow_from address: sending as anonymous_user");
+                    tracing::Span::current().record("user", user.name.as_str());
+                    (helo.clone(), user)
+                }
+                None => {
+                    self.reply(Reply::new(530, "5.7.0", "Authentication required"));
+                    return true;
+                }
+            },
             Phase::Mail { .. } => {
                 self.reply(Reply::new(
                     503,
@@ -669,6 +698,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "Non-ASCII address needs the SMTPUTF8 parameter",
             ));
             return true;
+        }
+        if !user.allowed_senders.is_empty()
+            && crate::pattern::first_match(&user.allowed_senders, from.as_str()).is_none()
+        {
+            info!(user = %user.name, "sender refused by allowed_senders");
+            self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Sender <{}> is not allowed: it matches nothing in users.{}.allowed_senders",
+                    crate::text::sanitize(from.as_str(), 256),
+                    user.name
+                ),
+            ));
+            return false;
         }
         let Some(via) = &user.send_via else {
             self.reply(Reply::new(
@@ -716,10 +760,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn rcpt_to(&mut self, to: Path) -> bool {
         let max = self.ctx.limits.max_recipients;
-        let Phase::Mail { mail, .. } = &mut self.phase else {
+        let Phase::Mail { mail, user, .. } = &mut self.phase else {
             self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return true;
         };
+        if !user.allowed_recipients.is_empty()
+            && crate::pattern::first_match(&user.allowed_recipients, to.as_str()).is_none()
+        {
+            info!(user = %user.name, "recipient refused by allowed_recipients");
+            let r = Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Recipient <{}> is not allowed: it matches nothing in users.{}.allowed_recipients",
+                    crate::text::sanitize(to.as_str(), 256),
+                    user.name
+                ),
+            );
+            self.reply(r);
+            return false;
+        }
         if mail.rcpts.len() >= max {
             self.reply(Reply::new(
                 452,
@@ -867,7 +927,7 @@ pub async fn serve<S>(
     ctx: Arc<SmtpContext>,
     stream: MaybeTls<S>,
     peer: SocketAddr,
-    local: SocketAddr,
+    local: crate::config::Bind,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -891,7 +951,8 @@ where
 mod tests {
     use super::*;
     use crate::capture::Capture;
-    use crate::config::Config;
+    use crate::config::{Bind, Config};
+    use crate::providers::TlsMode;
     use std::time::Duration;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -913,8 +974,8 @@ mod tests {
             limits: config.limits.clone(),
             users: Arc::new(Users::new(&config.users, &config.limits)),
             router: Arc::new(Router::new(&config, capture).unwrap()),
-            tls_mode: TlsMode::Starttls,
             acceptor: Some(TlsAcceptor::from(tls)),
+            anonymous: None,
             shutdown: CancellationToken::new(),
         })
     }
@@ -940,7 +1001,10 @@ mod tests {
         let ctx = context(dir.path());
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.5:40000".parse().unwrap();
-        let local: SocketAddr = "192.0.2.1:587".parse().unwrap();
+        let local = Bind {
+            addr: "192.0.2.1:587".parse().unwrap(),
+            tls: TlsMode::Starttls,
+        };
         let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), peer, local));
         let (rd, mut wr) = tokio::io::split(client);
         let mut rd = BufReader::new(rd);
@@ -990,8 +1054,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = context_with(dir.path(), "[limits]\nidle_timeout = \"3s\"\n");
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let local: SocketAddr = "127.0.0.1:25".parse().unwrap();
-        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local, local));
+        let local = Bind {
+            addr: "127.0.0.1:25".parse().unwrap(),
+            tls: TlsMode::None,
+        };
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local.addr, local));
         let (rd, mut wr) = tokio::io::split(client);
         let mut rd = BufReader::new(rd);
         assert!(reply(&mut rd).await.starts_with("220 "));
