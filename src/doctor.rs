@@ -1,17 +1,30 @@
 //! `postern doctor ACCOUNT`: check an account end to end before the first
-//! real send — resolve, connect, TLS mode on the configured port (and which
-//! alternative works when it fails), capabilities, credential, login — and
-//! print each step with the fix for a failure.
+//! real use — for each of its servers (SMTP, IMAP, POP3): resolve, connect,
+//! the TLS mode on the configured port (and which alternative works when it
+//! fails), the server's certificate (who it names, until when, its
+//! fingerprint and the `tls_pin` line that accepts it), what the server
+//! offers, the credential and the login — and print each step with the fix
+//! for a failure.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Account, Config, Endpoint};
+use crate::auth::credentials::Credential;
+use crate::cert::CertInfo;
+use crate::config::{Account, Config, Endpoint, Service};
+use crate::imap::upstream::{ImapAccount, ImapUpstream};
+use crate::pop3::upstream::{Pop3Account, Pop3Upstream};
 use crate::providers::TlsMode;
-use crate::smtp::upstream::{AccountRelay, Connection, UpstreamConfig, UpstreamError};
+use crate::smtp::upstream::{AccountRelay, Connection, UpstreamConfig};
+use crate::tls::AccountVerifier;
+use crate::upstream::{MailboxServer, Protocol, Stage, UpstreamError};
 
-/// Per-step timeout: the whole check stays within 30 seconds.
+/// Per-step timeout: each server's check stays within about 30 seconds.
 const STEP_TIMEOUT: Duration = Duration::from_secs(6);
+/// Alternatives are tried while a server's check is younger than this.
+const ALTERNATIVES_UNTIL: Duration = Duration::from_secs(20);
 
 /// The printed report and whether every step passed.
 pub struct Report {
@@ -44,29 +57,161 @@ impl Out {
     }
 }
 
-/// Other ways to reach the same provider, to suggest when the configured one fails.
-fn alternatives(a: &Account, configured: &Endpoint) -> Vec<Endpoint> {
-    let mut v = Vec::new();
-    let other_mode = match configured.tls {
-        TlsMode::Implicit => TlsMode::Starttls,
-        _ => TlsMode::Implicit,
-    };
-    v.push(Endpoint {
-        tls: other_mode,
-        ..configured.clone()
-    });
-    if let Some(alt) = a.smtp.as_ref().and_then(|s| s.alternate.clone()) {
-        v.push(alt);
+/// One server of the account, ready to be probed.
+enum Probe {
+    Smtp(AccountRelay),
+    Imap(ImapAccount),
+    Pop3(Pop3Account),
+}
+
+impl Probe {
+    fn proto(&self) -> Protocol {
+        match self {
+            Probe::Smtp(_) => Protocol::Smtp,
+            Probe::Imap(_) => Protocol::Imap,
+            Probe::Pop3(_) => Protocol::Pop3,
+        }
     }
-    for (port, tls) in [(465, TlsMode::Implicit), (587, TlsMode::Starttls)] {
+
+    fn endpoint(&self) -> &Endpoint {
+        match self {
+            Probe::Smtp(r) => &r.cfg.endpoint,
+            Probe::Imap(a) => &a.endpoint,
+            Probe::Pop3(a) => &a.endpoint,
+        }
+    }
+
+    fn username(&self) -> &str {
+        match self {
+            Probe::Smtp(r) => &r.cfg.username,
+            Probe::Imap(a) => &a.username,
+            Probe::Pop3(a) => &a.username,
+        }
+    }
+
+    /// The same server at another port or TLS mode, with a short timeout.
+    fn at(&self, endpoint: Endpoint) -> Probe {
+        let timeout = Duration::from_secs(3);
+        match self {
+            Probe::Smtp(r) => Probe::Smtp(AccountRelay::new(UpstreamConfig {
+                endpoint,
+                timeout,
+                ..r.cfg.clone()
+            })),
+            Probe::Imap(a) => Probe::Imap(ImapAccount {
+                endpoint,
+                timeout,
+                ..a.clone()
+            }),
+            Probe::Pop3(a) => Probe::Pop3(Pop3Account {
+                endpoint,
+                timeout,
+                ..a.clone()
+            }),
+        }
+    }
+
+    /// Connect, TLS and the greeting without logging in; what the server
+    /// offers for login.
+    async fn connect(&self) -> Result<(SocketAddr, String), UpstreamError> {
+        match self {
+            Probe::Smtp(r) => {
+                let c = Connection::open(&r.cfg).await?;
+                let offered = if c.caps.auth.is_empty() {
+                    "EHLO: AUTH none".to_owned()
+                } else {
+                    format!("EHLO: AUTH {}", c.caps.auth.join(" "))
+                };
+                let peer = c.peer;
+                c.quit().await;
+                Ok((peer, offered))
+            }
+            Probe::Imap(a) => {
+                let up = ImapUpstream::connect(a).await?;
+                let auth: Vec<&str> = up
+                    .caps
+                    .iter()
+                    .filter(|c| c.len() > 5 && c[..5].eq_ignore_ascii_case("AUTH="))
+                    .map(|c| &c[5..])
+                    .collect();
+                let login = if up
+                    .caps
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case("LOGINDISABLED"))
+                {
+                    ", LOGIN disabled"
+                } else {
+                    ", LOGIN"
+                };
+                Ok((
+                    up.peer,
+                    format!("CAPABILITY: AUTH {}{login}", auth.join(" ")),
+                ))
+            }
+            Probe::Pop3(a) => {
+                let up = Pop3Upstream::connect(a).await?;
+                let mechs = up.mechanisms();
+                let user = crate::pop3::codec::capability_has(&up.caps, "USER");
+                let offered = if up.caps.is_empty() {
+                    "no CAPA (USER/PASS assumed)".to_owned()
+                } else {
+                    format!(
+                        "CAPA: SASL {}{}",
+                        if mechs.is_empty() {
+                            "none".into()
+                        } else {
+                            mechs.join(" ")
+                        },
+                        if user { ", USER" } else { "" }
+                    )
+                };
+                let peer = up.peer;
+                up.quit().await;
+                Ok((peer, offered))
+            }
+        }
+    }
+
+    /// A login the way `run` logs in.
+    async fn login(&self) -> Result<(), UpstreamError> {
+        match self {
+            Probe::Smtp(r) => {
+                r.connect().await?.quit().await;
+            }
+            Probe::Imap(a) => {
+                ImapUpstream::open(a).await?;
+            }
+            Probe::Pop3(a) => {
+                Pop3Upstream::open(a).await?.quit().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Other ways to reach the same server, to suggest when the configured one
+/// fails: the other TLS mode on the same port, the preset's alternative,
+/// and the protocol's well-known ports.
+fn alternatives(proto: Protocol, svc: Option<&Service>, configured: &Endpoint) -> Vec<Endpoint> {
+    let mut v = vec![Endpoint {
+        tls: match configured.tls {
+            TlsMode::Implicit => TlsMode::Starttls,
+            _ => TlsMode::Implicit,
+        },
+        ..configured.clone()
+    }];
+    v.extend(svc.and_then(|s| s.alternate.clone()));
+    for (port, tls) in [
+        (proto.implicit_port(), TlsMode::Implicit),
+        (proto.starttls_port(), TlsMode::Starttls),
+    ] {
         v.push(Endpoint {
             host: configured.host.clone(),
             port,
             tls,
         });
     }
-    v.retain(|e| e != configured);
-    let mut seen = Vec::new();
+    let mut seen = vec![configured.clone()];
     v.retain(|e| {
         let new = !seen.contains(e);
         seen.push(e.clone());
@@ -81,7 +226,7 @@ pub async fn run(config: &Config, account: &str) -> Report {
         ok: true,
     };
     let started = Instant::now();
-    check(config, account, &mut out, started).await;
+    check(config, account, &mut out).await;
     let _ = writeln!(
         out.text,
         "{} ({} ms)",
@@ -98,7 +243,7 @@ pub async fn run(config: &Config, account: &str) -> Report {
     }
 }
 
-async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) {
+async fn check(config: &Config, account: &str, out: &mut Out) {
     let Some(a) = config.accounts.get(account) else {
         out.step(
             false,
@@ -118,10 +263,9 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
             out.note(&format!("note: {h}"));
         }
     }
-    let limits = crate::config::Limits {
-        upstream_timeout: STEP_TIMEOUT,
-        ..config.limits.clone()
-    };
+    if !a.enabled {
+        out.note("note: enabled = false: `run` does not use this account");
+    }
     let tokens = if crate::auth::oauth::uses_builtin(a) {
         match crate::auth::oauth::TokenManager::from_config(config) {
             Ok(t) => t,
@@ -133,35 +277,74 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
     } else {
         None
     };
-    let relay = match AccountRelay::from_account(
-        a,
-        &config.hostname,
-        &limits,
-        tokens.as_ref(),
-        None,
-    ) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            if a.smtp.is_none() {
-                out.step(false, "smtp", "this account has no SMTP server configured");
-            } else {
-                out.step(false, "credential", "no credential source: set token_command, or oauth = { client_id = \"…\" } and run `postern auth`");
-            }
-            return;
-        }
+    // Built here, not per account, so that the doctor can read the
+    // certificate a server presented.
+    let (tls, verifier) = match crate::tls::client_config_with(a.ca_file.as_deref(), a.tls_pin) {
+        Ok(x) => x,
         Err(e) => {
             out.step(false, "TLS trust store", &e.to_string());
             out.fix("check ca_file");
             return;
         }
     };
-    let cfg = &relay.cfg;
-    let _ = writeln!(out.text, "smtp {} as {}", cfg.endpoint, cfg.username);
+    let enabled = Account {
+        enabled: true,
+        ..a.clone()
+    };
+    let Some(credential) = Credential::for_account(&enabled, tokens.as_ref()) else {
+        out.step(false, "credential", "no credential source: set password_env or password_file (app password), or token_command, or oauth = { client_id = \"…\" } and run `postern auth`");
+        return;
+    };
+    let limits = crate::config::Limits {
+        upstream_timeout: STEP_TIMEOUT,
+        ..config.limits.clone()
+    };
+    let mut probes = Vec::new();
+    if let Some(s) = &a.smtp {
+        if let Ok(Some(r)) =
+            AccountRelay::from_account(&enabled, &config.hostname, &limits, tokens.as_ref(), None)
+        {
+            let cfg = UpstreamConfig {
+                tls: tls.clone(),
+                credential: credential.clone(),
+                ..r.cfg.clone()
+            };
+            probes.push((Probe::Smtp(AccountRelay::new(cfg)), s));
+        }
+    }
+    let reader = |s: &Service| MailboxServer {
+        account: a.name.clone(),
+        endpoint: s.endpoint.clone(),
+        username: s.username.clone(),
+        credential: credential.clone(),
+        tls: tls.clone(),
+        timeout: STEP_TIMEOUT,
+    };
+    if let Some(s) = &a.imap {
+        probes.push((Probe::Imap(reader(s)), s));
+    }
+    if let Some(s) = &a.pop3 {
+        probes.push((Probe::Pop3(reader(s)), s));
+    }
+    for (probe, svc) in probes {
+        check_server(a, &probe, svc, &verifier, out).await;
+    }
+}
 
-    // Resolve.
+async fn check_server(
+    a: &Account,
+    probe: &Probe,
+    svc: &Service,
+    verifier: &Arc<AccountVerifier>,
+    out: &mut Out,
+) {
+    let started = Instant::now();
+    let proto = probe.proto();
+    let ep = probe.endpoint();
+    let _ = writeln!(out.text, "{} {ep} as {}", proto.as_str(), probe.username());
     match tokio::time::timeout(
         STEP_TIMEOUT,
-        tokio::net::lookup_host((cfg.endpoint.host.as_str(), cfg.endpoint.port)),
+        tokio::net::lookup_host((ep.host.as_str(), ep.port)),
     )
     .await
     {
@@ -170,11 +353,11 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
             out.step(
                 true,
                 "resolve",
-                &format!("{} → {}", cfg.endpoint.host, addrs.join(", ")),
+                &format!("{} → {}", ep.host, addrs.join(", ")),
             );
         }
         Ok(Err(e)) => {
-            out.step(false, "resolve", &format!("{}: {e}", cfg.endpoint.host));
+            out.step(false, "resolve", &format!("{}: {e}", ep.host));
             out.fix("check the host name and this machine's DNS");
             return;
         }
@@ -183,27 +366,32 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
             return;
         }
     }
-
-    // Connect + TLS + EHLO.
-    let conn = match Connection::open(cfg).await {
-        Ok(c) => {
+    verifier.forget();
+    match probe.connect().await {
+        Ok((peer, offered)) => {
             out.step(
                 true,
                 "connect",
-                &format!("{} ({} ms)", c.peer, started.elapsed().as_millis()),
+                &format!("{peer} ({} ms)", started.elapsed().as_millis()),
             );
             out.step(
                 true,
                 "TLS",
-                &format!("{} on port {} works", cfg.endpoint.tls, cfg.endpoint.port),
+                &format!("{} on port {} works", ep.tls, ep.port),
             );
-            let auth = if c.caps.auth.is_empty() {
-                "none".to_owned()
-            } else {
-                c.caps.auth.join(" ")
+            if let Some(info) = verifier.last_presented().as_ref().and_then(CertInfo::parse) {
+                certificate_ok(a, ep, &info, out);
+            }
+            let what = match proto {
+                Protocol::Smtp => "EHLO",
+                Protocol::Imap => "capabilities",
+                Protocol::Pop3 => "CAPA",
             };
-            out.step(true, "EHLO", &format!("AUTH {auth}"));
-            Some(c)
+            out.step(
+                true,
+                what,
+                offered.split_once(": ").map_or(&offered, |x| x.1),
+            );
         }
         Err(e) => {
             let what = match &e {
@@ -212,67 +400,117 @@ async fn check(config: &Config, account: &str, out: &mut Out, started: Instant) 
                 | UpstreamError::ConnectTimeout { .. } => "connect",
                 UpstreamError::Tls { .. }
                 | UpstreamError::NoStartTls { .. }
-                | UpstreamError::NoGreeting { .. } => "TLS",
-                UpstreamError::Timeout {
-                    stage: crate::upstream::Stage::TlsHandshake,
+                | UpstreamError::NoGreeting { .. }
+                | UpstreamError::Timeout {
+                    stage: Stage::TlsHandshake,
                     ..
                 } => "TLS",
                 _ => "greeting",
             };
             out.step(false, what, &e.to_string());
-            if let Some(h) = e.hint() {
+            if let Some(h) = e.hint_for(proto) {
                 out.fix(&h);
             }
-            // Which alternative works?
-            let mut found = false;
-            for alt in alternatives(a, &cfg.endpoint) {
-                if started.elapsed() > Duration::from_secs(20) {
-                    break;
+            let certificate = certificate_failed(&e);
+            if certificate {
+                if let Some(info) = verifier.last_presented().as_ref().and_then(CertInfo::parse) {
+                    certificate_report(a, &info, out);
                 }
-                let try_cfg = UpstreamConfig {
-                    endpoint: alt.clone(),
-                    timeout: Duration::from_secs(3),
-                    ..cfg.clone()
-                };
-                if let Ok(c) = Connection::open(&try_cfg).await {
-                    out.step(
-                        true,
-                        "alternative",
-                        &format!("port {} with tls = \"{}\" works", alt.port, alt.tls),
-                    );
-                    out.fix(&format!(
-                        "set smtp = {{ host = \"{}\", port = {}, tls = \"{}\" }} for account {}",
-                        alt.host, alt.port, alt.tls, a.name
-                    ));
-                    c.quit().await;
-                    found = true;
-                    break;
-                }
+                // Another port would present the same certificate.
+                return;
             }
-            if !found {
-                out.note("no alternative port/TLS mode worked either");
-            }
-            None
+            alternative(a, probe, svc, started, out).await;
+            return;
         }
-    };
-    let Some(conn) = conn else { return };
-    conn.quit().await;
-
-    // Credential + login (a fresh connection, the way `run` logs in).
-    match relay.connect().await {
-        Ok(c) => {
-            out.step(true, "authenticate", &format!("as {}", cfg.username));
-            c.quit().await;
-        }
+    }
+    match probe.login().await {
+        Ok(()) => out.step(true, "authenticate", &format!("as {}", probe.username())),
         Err(e) => {
             let what = match &e {
                 UpstreamError::Credential(_) => "credential",
                 _ => "authenticate",
             };
             out.step(false, what, &e.to_string());
-            if let Some(h) = e.hint() {
+            if let Some(h) = e.hint_for(proto) {
                 out.fix(&h);
             }
         }
     }
+}
+
+/// Whether the TLS failure is about the certificate (not the port or mode).
+fn certificate_failed(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Tls { failure, .. } => {
+            matches!(failure.rustls(), Some(rustls::Error::InvalidCertificate(_)))
+        }
+        _ => false,
+    }
+}
+
+/// A certificate that was accepted: say what it is, and warn of what a pin
+/// lets through (an expired certificate, another name).
+fn certificate_ok(a: &Account, ep: &Endpoint, info: &CertInfo, out: &mut Out) {
+    out.note(&format!("certificate: {info}"));
+    let pinned = a.tls_pin == Some(info.fingerprint);
+    if pinned {
+        out.note("accepted because tls_pin names it");
+        let now = jiff::Timestamp::now();
+        if !info.valid_at(now) {
+            out.note(&format!(
+                "warning: outside its validity period ({} to {}); the pin accepts it anyway",
+                info.not_before.strftime("%Y-%m-%d"),
+                info.not_after.strftime("%Y-%m-%d")
+            ));
+        }
+        if !info.covers(&ep.host) {
+            out.note(&format!(
+                "warning: not issued for {}; the pin accepts it anyway",
+                ep.host
+            ));
+        }
+    } else if info.self_signed {
+        out.note("accepted because it is listed in ca_file");
+    }
+}
+
+/// A refused certificate: what it is, its fingerprint and the pin line.
+fn certificate_report(a: &Account, info: &CertInfo, out: &mut Out) {
+    out.note(&format!("server certificate: {info}"));
+    out.note(&format!(
+        "fingerprint: {}",
+        crate::cert::pin_text(&info.fingerprint)
+    ));
+    out.note(&format!(
+        "to accept exactly this certificate (check the fingerprint with the server's administrator first), add to [accounts.{}]:",
+        a.name
+    ));
+    out.note(&format!("    {}", info.pin_line()));
+}
+
+/// Which other port or TLS mode works, to suggest it.
+async fn alternative(a: &Account, probe: &Probe, svc: &Service, started: Instant, out: &mut Out) {
+    let proto = probe.proto();
+    for alt in alternatives(proto, Some(svc), probe.endpoint()) {
+        if started.elapsed() > ALTERNATIVES_UNTIL {
+            break;
+        }
+        if probe.at(alt.clone()).connect().await.is_ok() {
+            out.step(
+                true,
+                "alternative",
+                &format!("port {} with tls = \"{}\" works", alt.port, alt.tls),
+            );
+            out.fix(&format!(
+                "set {} = {{ host = \"{}\", port = {}, tls = \"{}\" }} for account {}",
+                proto.as_str(),
+                alt.host,
+                alt.port,
+                alt.tls,
+                a.name
+            ));
+            return;
+        }
+    }
+    out.note("no alternative port/TLS mode worked either");
 }

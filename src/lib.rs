@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod capture;
+pub mod cert;
 pub mod config;
 pub mod conn;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod doctor;
 pub mod gate;
 pub mod imap;
 pub mod io;
+pub mod pattern;
 pub mod pool;
 pub mod pop3;
 pub mod providers;
@@ -27,6 +29,7 @@ pub mod sasl;
 pub mod secret;
 pub mod server;
 pub mod smtp;
+pub mod splice;
 pub mod text;
 pub mod tls;
 pub mod upstream;

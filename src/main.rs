@@ -131,10 +131,17 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::new(v),
-        _ => EnvFilter::new(level.unwrap_or("info")),
+    let mut filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => v,
+        _ => level.unwrap_or("info").to_owned(),
     };
+    // rustls warns of every TLS client that connects to an IP address and
+    // sends it as SNI (RFC 6066 forbids it, most clients do it): normal,
+    // nothing for an operator to act on. Named rustls directives win.
+    if !filter.contains("rustls") {
+        filter.push_str(",rustls::msgs::handshake=error");
+    }
+    let filter = EnvFilter::new(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -173,6 +180,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::CheckConfig => {
             let config = load(&cli)?;
             print!("{}", config.describe());
+            let warnings = config.warnings();
+            if !warnings.is_empty() {
+                println!();
+                for w in &warnings {
+                    println!("WARNING {w}");
+                }
+            }
             let missing = postern::auth::credentials::missing_secrets(&config);
             if !missing.is_empty() {
                 println!();
@@ -487,6 +501,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = postern::server::Server::bind(&config, shutdown.clone()).await?;
     tracing::info!(config = %config.file.display(), data_dir = %config.data_dir.display(), "postern starting");
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -339,6 +339,8 @@ pub static PRESETS: &[Preset] = &[
         display: "Gmail (personal)",
         smtp: smtp_587_465("smtp.gmail.com"),
         imap: imap_993("imap.gmail.com"),
+        // developers.google.com/workspace/gmail/imap/imap-smtp: "the POP server at
+        // pop.gmail.com:995 require[s] SSL"; XOAUTH2 over POP AUTH: developers.google.com/gmail/imap/xoauth2-protocol.
         pop: pop_995("pop.gmail.com"),
         auth: &[AuthKind::Oauth2, AuthKind::AppPassword],
         oauth: Some(OAuthProvider::Google),
@@ -362,6 +364,8 @@ pub static PRESETS: &[Preset] = &[
         display: "Google Workspace",
         smtp: smtp_587_465("smtp.gmail.com"),
         imap: imap_993("imap.gmail.com"),
+        // developers.google.com/workspace/gmail/imap/imap-smtp: "the POP server at
+        // pop.gmail.com:995 require[s] SSL"; XOAUTH2 over POP AUTH: developers.google.com/gmail/imap/xoauth2-protocol.
         pop: pop_995("pop.gmail.com"),
         auth: &[AuthKind::Oauth2],
         oauth: Some(OAuthProvider::Google),
@@ -382,6 +386,9 @@ pub static PRESETS: &[Preset] = &[
         display: "Outlook.com / Hotmail (personal)",
         smtp: single("smtp-mail.outlook.com", 587, TlsMode::Starttls),
         imap: imap_993("outlook.office365.com"),
+        // learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/pop3-and-imap4/pop3-and-imap4:
+        // "POP3 | Outlook.office365.com | 995 | TLS"; OAuth: learn.microsoft.com/en-us/exchange/client-developer/
+        // legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth.
         pop: pop_995("outlook.office365.com"),
         auth: &[AuthKind::Oauth2],
         oauth: Some(OAuthProvider::Microsoft),
@@ -422,6 +429,9 @@ pub static PRESETS: &[Preset] = &[
         display: "Microsoft 365 / Exchange Online",
         smtp: single("smtp.office365.com", 587, TlsMode::Starttls),
         imap: imap_993("outlook.office365.com"),
+        // learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/pop3-and-imap4/pop3-and-imap4:
+        // "POP3 | Outlook.office365.com | 995 | TLS"; OAuth: learn.microsoft.com/en-us/exchange/client-developer/
+        // legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth.
         pop: pop_995("outlook.office365.com"),
         auth: &[AuthKind::Oauth2],
         oauth: Some(OAuthProvider::Microsoft),
@@ -446,6 +456,8 @@ pub static PRESETS: &[Preset] = &[
         display: "Yahoo Mail",
         smtp: smtp_587_465("smtp.mail.yahoo.com"),
         imap: imap_993("imap.mail.yahoo.com"),
+        // help.yahoo.com/kb/pop-access-settings-instructions-yahoo-mail-sln4724.html (read via
+        // Thunderbird's ISPDB entry for yahoo.com: pop.mail.yahoo.com 995 SSL).
         pop: pop_995("pop.mail.yahoo.com"),
         auth: &[AuthKind::AppPassword, AuthKind::Oauth2],
         oauth: Some(OAuthProvider::Yahoo),
@@ -473,6 +485,7 @@ pub static PRESETS: &[Preset] = &[
         display: "Zoho Mail (free, zoho.com)",
         smtp: smtp_587_465("smtp.zoho.com"),
         imap: imap_993("imap.zoho.com"),
+        // zoho.com/mail/help/pop-access.html: "Incoming Server Name: pop.zoho.com Port: 995 Require SSL: Yes".
         pop: pop_995("pop.zoho.com"),
         auth: &[AuthKind::AppPassword, AuthKind::Password],
         oauth: None,
@@ -492,6 +505,7 @@ pub static PRESETS: &[Preset] = &[
         display: "Zoho Mail (paid / custom domain)",
         smtp: smtp_587_465("smtppro.zoho.com"),
         imap: imap_993("imappro.zoho.com"),
+        // zoho.com/mail/help/pop-access.html (organization users): poppro.zoho.com 995 SSL.
         pop: pop_995("poppro.zoho.com"),
         auth: &[AuthKind::AppPassword, AuthKind::Password],
         oauth: None,
@@ -510,6 +524,7 @@ pub static PRESETS: &[Preset] = &[
         display: "Zoho Mail EU (free, zoho.eu)",
         smtp: smtp_587_465("smtp.zoho.eu"),
         imap: imap_993("imap.zoho.eu"),
+        // Zoho's per-data-centre hosts (.eu); unverified on a Zoho EU page.
         pop: pop_995("pop.zoho.eu"),
         auth: &[AuthKind::AppPassword, AuthKind::Password],
         oauth: None,
@@ -528,6 +543,7 @@ pub static PRESETS: &[Preset] = &[
         display: "Zoho Mail EU (paid / custom domain)",
         smtp: smtp_587_465("smtppro.zoho.eu"),
         imap: imap_993("imappro.zoho.eu"),
+        // As zoho-eu: the EU data centre's organization host; unverified on a Zoho EU page.
         pop: pop_995("poppro.zoho.eu"),
         auth: &[AuthKind::AppPassword, AuthKind::Password],
         oauth: None,
@@ -552,6 +568,7 @@ pub static PRESETS: &[Preset] = &[
             alternate: None,
             user: UserForm::LocalPart,
         }),
+        // Apple (support.apple.com/en-us/102525) publishes IMAP and SMTP settings only: no POP.
         pop: None,
         auth: &[AuthKind::AppPassword],
         oauth: None,
@@ -573,6 +590,7 @@ pub static PRESETS: &[Preset] = &[
         display: "AT&T Mail (currently.com)",
         smtp: smtp_465_587("smtp.mail.att.net"),
         imap: imap_993("imap.mail.att.net"),
+        // Unverified: no AT&T page found; the long-standing published POP host of AT&T mail.
         pop: pop_995("inbound.att.net"),
         auth: &[AuthKind::AppPassword],
         oauth: None,
@@ -595,6 +613,7 @@ pub static PRESETS: &[Preset] = &[
         display: "AT&T Mail (older POP3 setup)",
         smtp: single("outbound.att.net", 465, TlsMode::Implicit),
         imap: None,
+        // Unverified: no AT&T page found; the long-standing published POP host of AT&T mail.
         pop: pop_995("inbound.att.net"),
         auth: &[AuthKind::AppPassword],
         oauth: None,
@@ -616,6 +635,8 @@ pub static PRESETS: &[Preset] = &[
         display: "AOL Mail",
         smtp: smtp_465_587("smtp.aol.com"),
         imap: imap_993("imap.aol.com"),
+        // help.aol.com/articles/how-do-i-use-other-email-applications-to-send-and-receive-my-aol-mail
+        // (with Thunderbird's ISPDB entry for aol.com: pop.aol.com 995 SSL).
         pop: pop_995("pop.aol.com"),
         auth: &[AuthKind::AppPassword, AuthKind::Oauth2],
         oauth: Some(OAuthProvider::Aol),
@@ -635,6 +656,7 @@ pub static PRESETS: &[Preset] = &[
         display: "GMX (gmx.com)",
         smtp: smtp_587_465("mail.gmx.com"),
         imap: imap_993("imap.gmx.com"),
+        // support.gmx.com/pop-imap/ (GMX: encrypted connections only); host unverified on GMX's page.
         pop: pop_995("pop.gmx.com"),
         auth: &[AuthKind::Password],
         oauth: None,
@@ -653,6 +675,7 @@ pub static PRESETS: &[Preset] = &[
         display: "GMX (gmx.net / gmx.de)",
         smtp: smtp_587_465("mail.gmx.net"),
         imap: imap_993("imap.gmx.net"),
+        // GMX (.net/.de): "Als POP-Server verwenden Sie pop.gmx.net … 995" (third-party guide; unverified).
         pop: pop_995("pop.gmx.net"),
         auth: &[AuthKind::Password],
         oauth: None,

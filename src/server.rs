@@ -20,13 +20,14 @@ use tracing::{info, warn, Instrument};
 use crate::auth::credentials::Credential;
 use crate::auth::users::Users;
 use crate::capture::Capture;
-use crate::config::Config;
+use crate::config::{Bind, Config};
 use crate::imap::proxy::{self, ImapContext};
-use crate::imap::upstream::ImapAccount;
 use crate::io::MaybeTls;
+use crate::pop3::proxy::Pop3Context;
 use crate::providers::TlsMode;
 use crate::smtp::route::Router;
 use crate::smtp::session::{self, SmtpContext};
+use crate::upstream::MailboxServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -61,6 +62,7 @@ pub enum ServerError {
 pub enum Proto {
     Smtp,
     Imap,
+    Pop3,
 }
 
 impl Proto {
@@ -68,6 +70,7 @@ impl Proto {
         match self {
             Proto::Smtp => "smtp",
             Proto::Imap => "imap",
+            Proto::Pop3 => "pop3",
         }
     }
 }
@@ -77,6 +80,7 @@ impl Proto {
 enum Service {
     Smtp(Arc<SmtpContext>),
     Imap(Arc<ImapContext>),
+    Pop3(Arc<Pop3Context>),
 }
 
 impl Service {
@@ -84,12 +88,14 @@ impl Service {
         match self {
             Service::Smtp(_) => Proto::Smtp,
             Service::Imap(_) => Proto::Imap,
+            Service::Pop3(_) => Proto::Pop3,
         }
     }
-    fn tls(&self) -> (TlsMode, Option<&TlsAcceptor>, Duration) {
+    fn tls(&self) -> (Option<&TlsAcceptor>, Duration) {
         match self {
-            Service::Smtp(c) => (c.tls_mode, c.acceptor.as_ref(), c.limits.idle_timeout),
-            Service::Imap(c) => (c.tls_mode, c.acceptor.as_ref(), c.limits.idle_timeout),
+            Service::Smtp(c) => (c.acceptor.as_ref(), c.limits.idle_timeout),
+            Service::Imap(c) => (c.acceptor.as_ref(), c.limits.idle_timeout),
+            Service::Pop3(c) => (c.acceptor.as_ref(), c.limits.idle_timeout),
         }
     }
 }
@@ -97,7 +103,8 @@ impl Service {
 struct Bound {
     service: Service,
     listener: TcpListener,
-    addr: SocketAddr,
+    /// The address as bound (port 0 resolved), with its TLS mode.
+    local: Bind,
 }
 
 /// A server with its sockets bound, ready to run.
@@ -111,12 +118,13 @@ pub struct Server {
 }
 
 async fn bind_all(
-    addrs: &[SocketAddr],
+    binds: &[Bind],
     service: &Service,
     out: &mut Vec<Bound>,
 ) -> Result<(), ServerError> {
-    let total = addrs.len();
-    for addr in addrs {
+    let total = binds.len();
+    for bind in binds {
+        let addr = &bind.addr;
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             // A machine without IPv6 cannot bind [::1]: carry on with the
@@ -139,7 +147,10 @@ async fn bind_all(
         out.push(Bound {
             service: service.clone(),
             listener,
-            addr,
+            local: Bind {
+                addr,
+                tls: bind.tls,
+            },
         });
     }
     Ok(())
@@ -165,8 +176,10 @@ impl Server {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let needs_tls = config.smtp.tls != TlsMode::None
-            || config.imap.as_ref().is_some_and(|l| l.tls != TlsMode::None);
+        let needs_tls = [&config.smtp, &config.imap, &config.pop3]
+            .into_iter()
+            .flatten()
+            .any(crate::config::Listener::uses_tls);
         let acceptor = if needs_tls {
             Some(TlsAcceptor::from(crate::tls::server_config(
                 config.tls.as_ref(),
@@ -216,41 +229,69 @@ impl Server {
         let workers = crate::smtp::delivery::Workers::new(config, router.clone(), queue);
         let mut listeners = Vec::new();
 
-        let smtp = Service::Smtp(Arc::new(SmtpContext {
-            hostname: config.hostname.clone(),
-            limits: config.limits.clone(),
-            users: users.clone(),
-            router: router.clone(),
-            tls_mode: config.smtp.tls,
-            acceptor: acceptor.clone(),
-            shutdown: shutdown.clone(),
-        }));
-        bind_all(&config.smtp.listen, &smtp, &mut listeners).await?;
+        if let Some(l) = &config.smtp {
+            let smtp = Service::Smtp(Arc::new(SmtpContext {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                router: router.clone(),
+                acceptor: acceptor.clone(),
+                anonymous: l.anonymous.clone(),
+                shutdown: shutdown.clone(),
+            }));
+            bind_all(&l.binds, &smtp, &mut listeners).await?;
+        }
 
+        // The readers share the SMTP side's credential (and its token cache).
+        let credential = |a: &crate::config::Account| {
+            router
+                .account(&a.name)
+                .map(|r| r.cfg.credential.clone())
+                .or_else(|| Credential::for_account(a, tokens.as_ref()))
+        };
         if let Some(imap) = &config.imap {
             let mut accounts = BTreeMap::new();
-            for a in config.accounts.values() {
-                // Share the SMTP side's credential (and its token cache).
-                let cred = router
-                    .account(&a.name)
-                    .map(|r| r.cfg.credential.clone())
-                    .or_else(|| Credential::for_account(a, tokens.as_ref()));
-                if let Some(acct) =
-                    ImapAccount::from_account(a, cred, config.limits.upstream_timeout)?
-                {
+            for a in config.accounts.values().filter(|a| a.enabled) {
+                if let Some(acct) = MailboxServer::of(
+                    a,
+                    a.imap.as_ref(),
+                    credential(a),
+                    config.limits.upstream_timeout,
+                )? {
                     accounts.insert(a.name.clone(), Arc::new(acct));
                 }
             }
             let service = Service::Imap(Arc::new(ImapContext {
                 hostname: config.hostname.clone(),
                 limits: config.limits.clone(),
-                users,
+                users: users.clone(),
                 accounts,
-                tls_mode: imap.tls,
-                acceptor,
+                acceptor: acceptor.clone(),
                 shutdown: shutdown.clone(),
             }));
-            bind_all(&imap.listen, &service, &mut listeners).await?;
+            bind_all(&imap.binds, &service, &mut listeners).await?;
+        }
+        if let Some(pop3) = &config.pop3 {
+            let mut accounts = BTreeMap::new();
+            for a in config.accounts.values().filter(|a| a.enabled) {
+                if let Some(acct) = MailboxServer::of(
+                    a,
+                    a.pop3.as_ref(),
+                    credential(a),
+                    config.limits.upstream_timeout,
+                )? {
+                    accounts.insert(a.name.clone(), Arc::new(acct));
+                }
+            }
+            let service = Service::Pop3(Arc::new(Pop3Context {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                accounts,
+                acceptor: acceptor.clone(),
+                shutdown: shutdown.clone(),
+            }));
+            bind_all(&pop3.binds, &service, &mut listeners).await?;
         }
         Ok(Server {
             listeners,
@@ -268,7 +309,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
         for b in self.listeners {
-            info!(proto = b.service.proto().as_str(), addr = %b.addr, tls = %b.service.tls().0, "listening");
+            info!(proto = b.service.proto().as_str(), addr = %b.local.addr, tls = %b.local.tls, "listening");
             tracker.spawn(accept_loop(
                 b,
                 self.shutdown.clone(),
@@ -329,7 +370,7 @@ async fn accept_loop(
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let tls = b.service.tls().0;
+                let tls = b.local.tls;
                 tracker.spawn(
                     async move {
                         warn!("too many connections; refusing");
@@ -341,12 +382,12 @@ async fn accept_loop(
             }
         };
         let service = b.service.clone();
-        let local = b.addr;
+        let local = b.local;
         tracker.spawn(
             async move {
                 let _permit = permit;
-                let (mode, acceptor, timeout) = service.tls();
-                let Some(stream) = wrap(stream, mode, acceptor, timeout).await else {
+                let (acceptor, timeout) = service.tls();
+                let Some(stream) = wrap(stream, local.tls, acceptor, timeout).await else {
                     return;
                 };
                 match service {
@@ -355,6 +396,9 @@ async fn accept_loop(
                     }
                     Service::Imap(ctx) => {
                         proxy::serve(ctx, stream, peer, local).await;
+                    }
+                    Service::Pop3(ctx) => {
+                        crate::pop3::proxy::serve(ctx, stream, peer, local).await;
                     }
                 }
             }
@@ -410,6 +454,7 @@ async fn refuse(mut stream: TcpStream, proto: Proto, tls: TlsMode) {
     let msg: &[u8] = match proto {
         Proto::Smtp => b"421 4.7.0 Too many connections, try again later\r\n",
         Proto::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+        Proto::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg)).await;
 }

@@ -104,10 +104,53 @@ impl TlsFailure {
 
 impl fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) =
+            self.rustls()
+        {
+            if let Some(p) = o.0.downcast_ref::<crate::cert::CertProblem>() {
+                return write!(f, "{p}");
+            }
+        }
         match self {
             TlsFailure::Handshake(e) => write!(f, "{e}"),
             TlsFailure::StartTlsRefused(r) => write!(f, "STARTTLS refused: {r}"),
             TlsFailure::BadName => f.write_str("the host is not a valid TLS server name"),
+        }
+    }
+}
+
+/// Which protocol an upstream speaks (for the words of a fix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+impl Protocol {
+    /// The well-known implicit-TLS port.
+    pub fn implicit_port(self) -> u16 {
+        match self {
+            Protocol::Smtp => 465,
+            Protocol::Imap => 993,
+            Protocol::Pop3 => 995,
+        }
+    }
+
+    /// The well-known port that upgrades with STARTTLS (STLS for POP3).
+    pub fn starttls_port(self) -> u16 {
+        match self {
+            Protocol::Smtp => 587,
+            Protocol::Imap => 143,
+            Protocol::Pop3 => 110,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
         }
     }
 }
@@ -230,30 +273,42 @@ impl UpstreamError {
     /// What the user should do about it (for replies, logs and `doctor`),
     /// for an SMTP server.
     pub fn hint(&self) -> Option<String> {
-        self.hint_for(false)
+        self.hint_for(Protocol::Smtp)
     }
 
     /// The same for an IMAP server.
     pub fn imap_hint(&self) -> Option<String> {
-        self.hint_for(true)
+        self.hint_for(Protocol::Imap)
     }
 
-    fn hint_for(&self, imap: bool) -> Option<String> {
+    /// The same for a POP3 server.
+    pub fn pop3_hint(&self) -> Option<String> {
+        self.hint_for(Protocol::Pop3)
+    }
+
+    /// The fix, for a server of protocol `proto`.
+    pub fn hint_for(&self, proto: Protocol) -> Option<String> {
+        let implicit = proto.implicit_port();
         Some(match self {
             UpstreamError::Resolve { .. } => "check the host name and this machine's DNS".into(),
             UpstreamError::Connect { target, .. } | UpstreamError::ConnectTimeout { target } => {
-                let ports = if imap { "993 (implicit TLS) or 143 (STARTTLS)" } else { "587 (STARTTLS) or 465 (implicit TLS)" };
+                let ports = match proto {
+                    Protocol::Imap => "993 (implicit TLS) or 143 (STARTTLS)",
+                    Protocol::Pop3 => "995 (implicit TLS) or 110 (STLS)",
+                    Protocol::Smtp => "587 (STARTTLS) or 465 (implicit TLS)",
+                };
                 format!("{target} cannot be reached: the port is probably blocked by a firewall or the ISP; try {ports}")
             }
             UpstreamError::NoGreeting { target, tls, .. } => match tls {
                 TlsMode::Starttls | TlsMode::None => format!(
-                    "{target} may expect TLS from the first byte (ports 465/993): set tls = \"implicit\""
+                    "{target} may expect TLS from the first byte (port {implicit}): set tls = \"implicit\""
                 ),
                 TlsMode::Implicit => "the server accepted TLS but stayed silent; check the port".into(),
             },
-            UpstreamError::Tls { target, failure, tls } => tls_hint(target, failure, *tls),
+            UpstreamError::Tls { target, failure, tls } => tls_hint(target, failure, *tls, proto),
             UpstreamError::NoStartTls { target } => format!(
-                "{target} does not offer STARTTLS, so the credentials would travel in plaintext; use the provider's implicit-TLS port (465) with tls = \"implicit\""
+                "{target} does not offer {}, so the credentials would travel in plaintext; use the provider's implicit-TLS port ({implicit}) with tls = \"implicit\"",
+                if proto == Protocol::Pop3 { "STLS" } else { "STARTTLS" }
             ),
             UpstreamError::NoMechanism { needed, .. } => {
                 format!("the server does not accept {needed}; check auth = … for this account")
@@ -299,20 +354,70 @@ impl UpstreamError {
     }
 }
 
+/// A name as rustls reports it (`DnsName("mail.example")`), as a person
+/// writes it (`mail.example`).
+fn presented_name(n: &str) -> String {
+    let inner = n
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(n);
+    crate::text::sanitize(inner.trim_matches('"'), 100)
+}
+
+/// A certificate date, as a day.
+fn day(t: rustls_pki_types::UnixTime) -> String {
+    jiff::Timestamp::from_second(t.as_secs() as i64)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// The fix for a TLS failure, from the rustls error behind it.
-fn tls_hint(target: &str, failure: &TlsFailure, tls: TlsMode) -> String {
+fn tls_hint(target: &str, failure: &TlsFailure, tls: TlsMode, proto: Protocol) -> String {
+    let implicit = proto.implicit_port();
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     match failure.rustls() {
         // A mail server speaks first: plaintext bytes read as a TLS record.
         Some(E::InvalidMessage(_)) | Some(E::PeerSentOversizedRecord) => format!(
             "{target} answered in plaintext: it looks like a STARTTLS port (587/143), not implicit TLS; set tls = \"starttls\" (or use port 465 for implicit TLS)"
         ),
-        Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => format!(
+        Some(E::InvalidCertificate(C::NotValidForName)) => format!(
             "the certificate of {target} is not valid for that name: check the host name"
         ),
-        Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
-            format!("the certificate of {target} has expired")
+        Some(E::InvalidCertificate(C::NotValidForNameContext { presented, .. })) => format!(
+            "the certificate of {target} is not valid for that name: it is for {}; connect to one of those names (host = \"…\"), or ask the server's administrator for a certificate with this one",
+            presented.iter().map(|n| presented_name(n)).collect::<Vec<_>>().join(", ")
+        ),
+        Some(E::InvalidCertificate(C::Expired)) => {
+            format!("the certificate of {target} has expired: the server's administrator must renew it")
         }
+        Some(E::InvalidCertificate(C::ExpiredContext { not_after, .. })) => format!(
+            "the certificate of {target} expired on {}: the server's administrator must renew it",
+            day(*not_after)
+        ),
+        Some(E::InvalidCertificate(C::NotValidYet)) => format!(
+            "the certificate of {target} is not valid yet: check this machine's clock"
+        ),
+        Some(E::InvalidCertificate(C::NotValidYetContext { not_before, .. })) => format!(
+            "the certificate of {target} is valid only from {}: check this machine's clock",
+            day(*not_before)
+        ),
+        Some(E::InvalidCertificate(C::UnknownIssuer)) => format!(
+            "the certificate of {target} is issued by a CA this machine does not trust (a private CA?): add that CA's certificate with ca_file = \"…\", or accept exactly this certificate with tls_pin (`postern doctor ACCOUNT` prints the line)"
+        ),
+        Some(E::InvalidCertificate(C::Other(o))) => match o.0.downcast_ref::<crate::cert::CertProblem>() {
+            Some(crate::cert::CertProblem::SelfSigned { .. }) => format!(
+                "{target} presents a self-signed certificate: if it is your server, put that certificate in ca_file = \"…\" (fetch it with `openssl s_client -connect {target} -showcerts`), or accept exactly it with tls_pin (`postern doctor ACCOUNT` prints the line)"
+            ),
+            Some(crate::cert::CertProblem::CaAsServer { .. }) => format!(
+                "{target} presents a CA certificate (CA:TRUE, as `openssl req -x509` makes by default) as its own: put that very certificate in ca_file = \"…\", or accept exactly it with tls_pin (`postern doctor ACCOUNT` prints the line)"
+            ),
+            Some(crate::cert::CertProblem::PinMismatch { presented, .. }) => format!(
+                "{target} presents another certificate than tls_pin names: if the server's certificate was renewed on purpose, set tls_pin = \"{presented}\""
+            ),
+            None => format!(
+                "the certificate of {target} is not trusted: check the host name, or add its CA with ca_file"
+            ),
+        },
         Some(E::InvalidCertificate(_)) => format!(
             "the certificate of {target} is not trusted: check the host name, or add its CA with ca_file"
         ),
@@ -320,13 +425,14 @@ fn tls_hint(target: &str, failure: &TlsFailure, tls: TlsMode) -> String {
             "the server offers only TLS older than 1.2, which Postern refuses".into()
         }
         _ if matches!(failure, TlsFailure::StartTlsRefused(_)) => {
-            format!("{target} refused STARTTLS; use its implicit-TLS port with tls = \"implicit\"")
+            format!("{target} refused STARTTLS; use its implicit-TLS port ({implicit}) with tls = \"implicit\"")
         }
         _ if tls == TlsMode::Implicit => {
-            format!("TLS failed on {target}: if this is a STARTTLS port (587), set tls = \"starttls\"")
+            format!("TLS failed on {target}: if this is a STARTTLS port ({}), set tls = \"starttls\"", proto.starttls_port())
         }
         _ => format!(
-            "TLS failed on {target}: check the TLS mode and port (465 = TLS from the first byte, 587 = STARTTLS)"
+            "TLS failed on {target}: check the TLS mode and port ({implicit} = TLS from the first byte, {} = STARTTLS)",
+            proto.starttls_port()
         ),
     }
 }
@@ -513,4 +619,94 @@ where
         });
     }
     tls_connect(endpoint, tls, plain, timeout).await
+}
+
+/// A token from `src` as the SASL response of `mech` (XOAUTH2, else
+/// OAUTHBEARER) for `user` on `endpoint`: the raw response, and the token
+/// (to drop from the cache if the server refuses it; `fresh` when it was
+/// fetched just now).
+pub async fn bearer_response(
+    src: &crate::auth::token::TokenSource,
+    mech: crate::sasl::Mechanism,
+    user: &str,
+    endpoint: &Endpoint,
+) -> Result<(Vec<u8>, crate::auth::token::Token), UpstreamError> {
+    use crate::sasl;
+    let token = src
+        .token()
+        .await
+        .map_err(|e| UpstreamError::Credential(e.into()))?;
+    let raw = match mech {
+        sasl::Mechanism::XOAuth2 => sasl::xoauth2_encode(user, &token.secret),
+        _ => sasl::oauthbearer_encode(user, &endpoint.host, endpoint.port, &token.secret),
+    };
+    Ok((raw, token))
+}
+
+/// Where and how to reach one account's reading server (IMAP or POP3):
+/// what the proxies and `doctor` connect with.
+#[derive(Debug, Clone)]
+pub struct MailboxServer {
+    pub account: String,
+    pub endpoint: Endpoint,
+    pub username: String,
+    pub credential: crate::auth::credentials::Credential,
+    pub tls: Arc<ClientConfig>,
+    pub timeout: Duration,
+}
+
+impl MailboxServer {
+    /// The server `svc` of account `a` (its `imap` or `pop3`), if it has
+    /// that server and a credential.
+    pub fn of(
+        a: &crate::config::Account,
+        svc: Option<&crate::config::Service>,
+        credential: Option<crate::auth::credentials::Credential>,
+        timeout: Duration,
+    ) -> Result<Option<MailboxServer>, crate::tls::TlsError> {
+        let (Some(svc), Some(credential)) = (svc, credential) else {
+            return Ok(None);
+        };
+        Ok(Some(MailboxServer {
+            account: a.name.clone(),
+            endpoint: svc.endpoint.clone(),
+            username: svc.username.clone(),
+            credential,
+            tls: crate::tls::client_config(a.ca_file.as_deref(), a.tls_pin)?,
+            timeout,
+        }))
+    }
+
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+}
+
+/// A reading server's socket: plaintext, or TLS over a read-ahead socket
+/// (one `recv` per 64 KiB while a FETCH or RETR streams).
+pub type ReaderStream = crate::io::MaybeTls<
+    TcpStream,
+    tokio_rustls::client::TlsStream<crate::io::ReadAhead<TcpStream>>,
+>;
+
+/// STARTTLS (STLS) on a reading server's plaintext socket, after its "go
+/// ahead"; `pending` must be empty (bytes after the go-ahead would be
+/// plaintext injection).
+pub async fn upgrade_reader(
+    stream: ReaderStream,
+    pending: &[u8],
+    cfg: &MailboxServer,
+) -> Result<ReaderStream, UpstreamError> {
+    stream
+        .upgrade(|tcp| async {
+            starttls(
+                pending,
+                crate::io::ReadAhead::new(tcp),
+                &cfg.endpoint,
+                &cfg.tls,
+                cfg.timeout,
+            )
+            .await
+        })
+        .await
 }

@@ -5,11 +5,10 @@
 //! client's own tag, and then splice bytes both ways untouched.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -23,7 +22,6 @@ use crate::imap::codec::{
 };
 use crate::imap::upstream::{ImapAccount, ImapUpstream};
 use crate::io::MaybeTls;
-use crate::providers::TlsMode;
 use crate::sasl;
 use crate::secret::Secret;
 use crate::upstream::UpstreamError;
@@ -34,7 +32,6 @@ pub struct ImapContext {
     pub limits: Limits,
     pub users: Arc<Users>,
     pub accounts: std::collections::BTreeMap<String, Arc<ImapAccount>>,
-    pub tls_mode: TlsMode,
     pub acceptor: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
 }
@@ -50,11 +47,6 @@ pub enum End {
     IoError,
     Spliced,
 }
-
-/// Splice buffer while data flows in bulk.
-const BULK_BUF: usize = 64 * 1024;
-/// Read size while a direction is idle or interactive.
-const SMALL_BUF: usize = 2 * 1024;
 
 struct Session<S> {
     ctx: Arc<ImapContext>,
@@ -88,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "LITERAL-".into(),
             "ID".into(),
         ];
-        if self.ctx.tls_mode == TlsMode::Starttls && !self.is_tls() {
+        if self.conn.offers_starttls() && self.ctx.acceptor.is_some() {
             caps.push("STARTTLS".into());
         }
         if self.auth_allowed() {
@@ -307,12 +299,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.framer = Framer::for_commands(codec::Limits::PRE_AUTH);
                     }
                     Err(e) => {
-                        info!(error = ?e, "STARTTLS handshake failed");
+                        info!(stage = "STARTTLS", reason = ?e, "TLS handshake failed");
                         return Err(End::IoError);
                     }
                 },
                 Ok(Next::Continue) => {}
                 Ok(Next::End(e)) | Err(e) => {
+                    if e == End::IoError {
+                        info!(
+                            stage = "before login",
+                            reason = self.conn.last_error().unwrap_or("the connection broke"),
+                            "IMAP connection failed"
+                        );
+                    }
                     self.conn.close().await;
                     return Err(e);
                 }
@@ -511,8 +510,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .await;
             return Next::Continue;
         }
-        let acceptor = match (&self.ctx.acceptor, self.ctx.tls_mode) {
-            (Some(a), TlsMode::Starttls) => a.clone(),
+        let acceptor = match &self.ctx.acceptor {
+            Some(a) if self.conn.offers_starttls() => a.clone(),
             _ => {
                 let _ = self
                     .status(
@@ -631,7 +630,7 @@ pub async fn serve<S>(
     ctx: Arc<ImapContext>,
     stream: MaybeTls<S>,
     _peer: SocketAddr,
-    local: SocketAddr,
+    local: crate::config::Bind,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -646,7 +645,7 @@ where
         Ok((conn, up)) => {
             let (client, pending_client) = conn.into_parts();
             let up = *up;
-            splice(
+            crate::splice::splice(
                 client,
                 up.stream,
                 &pending_client,
@@ -663,103 +662,13 @@ where
     }
 }
 
-/// Copy bytes both ways until both sides are done or the connection is idle
-/// for `idle`. Half-close is passed on; buffers are big only while data flows.
-pub async fn splice<A, B>(a: A, b: B, a_pending: &[u8], b_pending: &[u8], idle: Duration)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    let epoch = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    // Bytes each side sent before the splice began (pipelined commands).
-    if !a_pending.is_empty()
-        && (bw.write_all(a_pending).await.is_err() || bw.flush().await.is_err())
-    {
-        return;
-    }
-    if !b_pending.is_empty()
-        && (aw.write_all(b_pending).await.is_err() || aw.flush().await.is_err())
-    {
-        return;
-    }
-    let up = pump(&mut ar, &mut bw, &touch);
-    let down = pump(&mut br, &mut aw, &touch);
-    let watchdog = async {
-        loop {
-            let since = epoch
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            if since >= idle {
-                return;
-            }
-            tokio::time::sleep(idle - since).await;
-        }
-    };
-    tokio::pin!(up, down, watchdog);
-    let mut up_done = false;
-    let mut down_done = false;
-    loop {
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                if r.is_err() { break; }
-            }
-            r = &mut down, if !down_done => {
-                down_done = true;
-                if r.is_err() { break; }
-            }
-            _ = &mut watchdog => {
-                debug!("spliced session idle; closing");
-                break;
-            }
-        }
-        if up_done && down_done {
-            break;
-        }
-    }
-}
-
-/// One direction: read, write, flush; on EOF shut the writer down.
-async fn pump<R, W>(r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut small = [0u8; SMALL_BUF];
-    let mut big: Option<Vec<u8>> = None;
-    loop {
-        let n = match big.as_mut() {
-            Some(b) => r.read(b).await?,
-            None => r.read(&mut small).await?,
-        };
-        if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(());
-        }
-        touch();
-        match big.as_ref() {
-            Some(b) => w.write_all(&b[..n]).await?,
-            None => w.write_all(&small[..n]).await?,
-        }
-        w.flush().await?;
-        // Bulk transfer: switch to a large buffer; back to small once the
-        // flow turns interactive, so idle sessions hold no big buffers.
-        match big {
-            None if n == SMALL_BUF => big = Some(vec![0u8; BULK_BUF]),
-            Some(_) if n < SMALL_BUF => big = None,
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Bind, Config};
+    use crate::providers::TlsMode;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$jtjte1sjA6VjHO6XRY7TGA$VSF/br51eDECkd7XSn4u+Us04AOeBmtmP3PB0T9dnUA";
@@ -779,12 +688,14 @@ mod tests {
             limits: config.limits.clone(),
             users: Arc::new(Users::new(&config.users, &config.limits)),
             accounts: Default::default(),
-            tls_mode: TlsMode::Starttls,
             acceptor: Some(TlsAcceptor::from(tls)),
             shutdown: CancellationToken::new(),
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let local: SocketAddr = "192.0.2.1:143".parse().unwrap();
+        let local = Bind {
+            addr: "192.0.2.1:143".parse().unwrap(),
+            tls: TlsMode::Starttls,
+        };
         let task = tokio::spawn(serve(
             ctx,
             MaybeTls::Plain(server),
@@ -850,13 +761,15 @@ mod tests {
             limits: config.limits.clone(),
             users: Arc::new(Users::new(&config.users, &config.limits)),
             accounts: Default::default(),
-            tls_mode: TlsMode::None,
             acceptor: None,
             shutdown: CancellationToken::new(),
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let local: SocketAddr = "127.0.0.1:143".parse().unwrap();
-        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local, local));
+        let local = Bind {
+            addr: "127.0.0.1:143".parse().unwrap(),
+            tls: TlsMode::None,
+        };
+        let task = tokio::spawn(serve(ctx, MaybeTls::Plain(server), local.addr, local));
         let (rd, mut wr) = tokio::io::split(client);
         let mut rd = BufReader::new(rd);
         let mut line = String::new();

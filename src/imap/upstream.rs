@@ -5,16 +5,13 @@
 //! the connection is handed to the splice and this module is done.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::auth::credentials::Credential;
-use crate::config::{Account, Endpoint};
 use crate::imap::codec::{
     self, AuthResponse, Code, Command, CommandKind, Decoded, Framer, Limits, LiteralSupport,
     Response, Status, StatusResponse, Tag,
@@ -39,44 +36,10 @@ const RESPONSE_LIMITS: Limits = Limits {
 const MAX_RESPONSES: usize = 256;
 
 /// Where and how to reach one account's IMAP server.
-#[derive(Debug, Clone)]
-pub struct ImapAccount {
-    pub account: String,
-    pub endpoint: Endpoint,
-    pub username: String,
-    pub credential: Credential,
-    pub tls: Arc<ClientConfig>,
-    pub timeout: Duration,
-}
-
-impl ImapAccount {
-    pub fn from_account(
-        a: &Account,
-        credential: Option<Credential>,
-        timeout: Duration,
-    ) -> Result<Option<ImapAccount>, crate::tls::TlsError> {
-        let Some(imap) = &a.imap else { return Ok(None) };
-        let Some(credential) = credential else {
-            return Ok(None);
-        };
-        Ok(Some(ImapAccount {
-            account: a.name.clone(),
-            endpoint: imap.endpoint.clone(),
-            username: imap.username.clone(),
-            credential,
-            tls: crate::tls::client_config(a.ca_file.as_deref())?,
-            timeout,
-        }))
-    }
-
-    fn target(&self) -> String {
-        format!("{}:{}", self.endpoint.host, self.endpoint.port)
-    }
-}
+pub type ImapAccount = crate::upstream::MailboxServer;
 
 /// The upstream socket: plaintext, or TLS over a read-ahead socket.
-pub type UpstreamStream =
-    MaybeTls<TcpStream, tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>;
+pub type UpstreamStream = crate::upstream::ReaderStream;
 
 /// The TLS handshake over `tcp` (implicit TLS).
 async fn tls_over(cfg: &ImapAccount, tcp: TcpStream) -> Result<UpstreamStream, UpstreamError> {
@@ -196,20 +159,7 @@ impl ImapUpstream {
             if done.status != Status::Ok {
                 return Err(UpstreamError::NoStartTls { target });
             }
-            up.stream = up
-                .stream
-                .upgrade(|tcp| async {
-                    let tls = crate::upstream::starttls(
-                        &up.rbuf,
-                        ReadAhead::new(tcp),
-                        &cfg.endpoint,
-                        &cfg.tls,
-                        cfg.timeout,
-                    )
-                    .await?;
-                    Ok::<_, UpstreamError>(tls)
-                })
-                .await?;
+            up.stream = crate::upstream::upgrade_reader(up.stream, &up.rbuf, cfg).await?;
             up.framer = Framer::for_responses(RESPONSE_LIMITS);
             up.caps.clear();
         }
@@ -424,20 +374,10 @@ impl ImapUpstream {
                         needed: "AUTH=XOAUTH2 or AUTH=OAUTHBEARER (OAuth2)",
                     }));
                 };
-                let token = src
-                    .token()
-                    .await
-                    .map_err(|e| LoginFailure::Error(UpstreamError::Credential(e.into())))?;
+                let (raw, token) =
+                    crate::upstream::bearer_response(src, mech, &cfg.username, &cfg.endpoint)
+                        .await?;
                 fresh = token.fresh;
-                let raw = match mech {
-                    Mechanism::XOAuth2 => sasl::xoauth2_encode(&cfg.username, &token.secret),
-                    _ => sasl::oauthbearer_encode(
-                        &cfg.username,
-                        &cfg.endpoint.host,
-                        cfg.endpoint.port,
-                        &token.secret,
-                    ),
-                };
                 used_token = Some(token.secret);
                 self.authenticate(&tag, mech, &raw).await?
             }

@@ -390,19 +390,10 @@ impl Connection {
                         needed: "XOAUTH2 or OAUTHBEARER (OAuth2)",
                     }));
                 };
-                let token = src
-                    .token()
-                    .await
-                    .map_err(|e| AuthFailure::Error(UpstreamError::Credential(e.into())))?;
-                let raw = match mech {
-                    Mechanism::XOAuth2 => sasl::xoauth2_encode(&cfg.username, &token.secret),
-                    _ => sasl::oauthbearer_encode(
-                        &cfg.username,
-                        &cfg.endpoint.host,
-                        cfg.endpoint.port,
-                        &token.secret,
-                    ),
-                };
+                let (raw, token) =
+                    crate::upstream::bearer_response(src, mech, &cfg.username, &cfg.endpoint)
+                        .await
+                        .map_err(AuthFailure::Error)?;
                 let line = format!("AUTH {} {}", mech.as_str(), sasl::encode_response(&raw));
                 let mut r = self
                     .command(&line, Stage::Auth)
@@ -636,7 +627,7 @@ impl AccountRelay {
         let Some(credential) = Credential::for_account(a, tokens) else {
             return Ok(None);
         };
-        let tls = crate::tls::client_config(a.ca_file.as_deref())?;
+        let tls = crate::tls::client_config(a.ca_file.as_deref(), a.tls_pin)?;
         let gate = Gate::new(&a.name, a.max_connections, a.max_per_minute, board.cloned());
         Ok(Some(AccountRelay::with_gate(
             UpstreamConfig {

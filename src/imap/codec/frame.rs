@@ -23,10 +23,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Before login: 8 KiB lines, 64 KiB literals, LITERAL- and one line plus
-    /// one literal per frame.
+    /// Before login: 40 KiB lines (an RFC 2971 `ID` at its largest, 30
+    /// pairs with values of 1024 octets, is about 32 KB), 64 KiB literals,
+    /// LITERAL- and one line plus one literal per frame.
     pub const PRE_AUTH: Limits = Limits {
-        max_line: 8 * 1024,
+        max_line: 40 * 1024,
         max_literal: 64 * 1024,
         max_nonsync_literal: 4096,
         max_frame: 72 * 1024,
