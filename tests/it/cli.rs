@@ -72,7 +72,27 @@ fn config_errors_name_file_key_and_problem() {
         ("[smtp]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", &["p.toml", "unknown field `bogus`"]),
         ("[smtp]\nlisten = \"10.1.2.3:25\"\n", &["p.toml", "`smtp.tls`", "not a loopback address"]),
         ("[smtp]\nlisten = \"nonsense\"\n", &["`smtp.listen`", "not an address"]),
-        ("data_dir = \"v\"\n", &["`smtp`", "missing"]),
+        ("data_dir = \"v\"\n", &["no listener", "[imap]", "[pop3]"]),
+        (
+            "[pop3]\nlisten = \"127.0.0.1:1\"\n[accounts.x]\nprovider = \"icloud\"\nemail = \"x@icloud.com\"\npop3 = true\nauth = \"password\"\npassword_env = \"P\"\n",
+            &["`accounts.x.pop3`", "has no POP3 server", "IMAP"],
+        ),
+        (
+            "[smtp]\nlisten = \"127.0.0.1:1\"\n[accounts.x]\nemail = \"x@example.org\"\nsmtp = { host = \"127.0.0.1\", port = 25, tls = \"none\" }\ntls_pin = \"sha1:abcd\"\nauth = \"password\"\npassword_env = \"P\"\n",
+            &["`accounts.x.tls_pin`", "sha256:"],
+        ),
+        (
+            "[smtp]\nlisten = [\"127.0.0.1:1\", { addr = \"127.0.0.1:1\", tls = \"implicit\" }]\n",
+            &["`smtp.listen`", "listed twice"],
+        ),
+        (
+            "[smtp]\nlisten = \"127.0.0.1:1\"\nanonymous_user = \"p\"\nallow_from = [\"10.0.0.300\"]\n",
+            &["`smtp.allow_from`", "not a network"],
+        ),
+        (
+            &format!("[smtp]\nlisten = \"127.0.0.1:1\"\n[users.a]\npassword_hash = \"{APP_HASH}\"\nallowed_senders = [\"a b@c\"]\n"),
+            &["`users.a.allowed_senders`", "pattern"],
+        ),
         (
             "[smtp]\nlisten = \"127.0.0.1:1\"\n[users.a]\npassword_hash = \"plain\"\n",
             &["`users.a.password_hash`", "hash-password"],

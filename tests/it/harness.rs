@@ -123,15 +123,34 @@ impl Postern {
     }
 
     fn parse_listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.parse_listeners_tls()
+            .into_iter()
+            .map(|(p, a, _)| (p, a))
+            .collect()
+    }
+
+    /// Every listener as logged: protocol, address, TLS mode.
+    fn parse_listeners_tls(&self) -> Vec<(String, SocketAddr, String)> {
         let logs = self.logs.lock().unwrap();
         logs.iter()
             .filter(|l| l.contains(" listening "))
             .filter_map(|l| {
                 let proto = l.split("proto=\"").nth(1)?.split('"').next()?.to_owned();
                 let addr = l.split(" addr=").nth(1)?.split(' ').next()?.parse().ok()?;
-                Some((proto, addr))
+                let tls = l.split(" tls=").nth(1)?.split(' ').next()?.to_owned();
+                Some((proto, addr, tls))
             })
             .collect()
+    }
+
+    /// The address of the `proto` listener that speaks `tls` (a listener
+    /// section may serve several TLS modes).
+    pub fn addr_tls(&self, proto: &str, tls: &str) -> SocketAddr {
+        self.parse_listeners_tls()
+            .into_iter()
+            .find(|(p, _, t)| p == proto && t == tls)
+            .map(|(_, a, _)| a)
+            .unwrap_or_else(|| panic!("no {proto} listener with tls={tls}:\n{}", self.logs()))
     }
 
     pub fn addr(&self, proto: &str) -> SocketAddr {
@@ -354,6 +373,13 @@ impl Raw {
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
+    }
+
+    /// Send a line and read one line back (POP3, IMAP untagged-free).
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.line()
+            .unwrap_or_else(|| panic!("connection closed after {line:?}"))
     }
 
     /// True if the server closed the connection (EOF) within the timeout.

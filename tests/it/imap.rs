@@ -547,3 +547,133 @@ fn upstream_greeting_bye_preauth_and_oauthbearer_only() {
         "{payload:?}"
     );
 }
+
+const COMPRESS: &str = r#"
+import socket, sys, zlib
+port, pw, marker = sys.argv[1:4]
+s = socket.create_connection(('127.0.0.1', int(port)), timeout=20)
+raw = b''
+comp = None
+decomp = None
+def feed():
+    global raw
+    chunk = s.recv(65536)
+    if not chunk:
+        raise SystemExit('closed; so far %r' % raw[:200])
+    raw += decomp.decompress(chunk) if decomp else chunk
+def line():
+    global raw
+    while b'\r\n' not in raw:
+        feed()
+    l, raw = raw.split(b'\r\n', 1)
+    return l
+def take(n):
+    global raw
+    while len(raw) < n:
+        feed()
+    out, raw = raw[:n], raw[n:]
+    return out
+def send(data):
+    s.sendall(comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH) if comp else data)
+def until(tag):
+    while True:
+        l = line()
+        if l.startswith(tag + b' '):
+            return l
+line()
+send(b'a LOGIN app ' + pw.encode() + b'\r\n')
+print('login', until(b'a').decode())
+send(b'b COMPRESS DEFLATE\r\n')
+print('compress', until(b'b').decode())
+# Everything from here on is deflated both ways (RFC 4978).
+comp = zlib.compressobj(wbits=-15)
+decomp = zlib.decompressobj(wbits=-15)
+raw = decomp.decompress(raw)
+body = ('Subject: %s\r\n\r\n' % marker).encode() + (b'compressible line ' * 50 + b'\r\n') * 2000
+send(b'c APPEND INBOX {%d}\r\n' % len(body))
+assert line().startswith(b'+'), 'no continuation'
+send(body + b'\r\n')
+print('append', until(b'c').decode())
+send(b'd SELECT INBOX\r\n')
+until(b'd')
+send(b'e UID SEARCH SUBJECT ' + marker.encode() + b'\r\n')
+uid = None
+while True:
+    l = line()
+    if l.startswith(b'* SEARCH'):
+        uid = l.split()[-1]
+    elif l.startswith(b'e '):
+        break
+send(b'f UID FETCH ' + uid + b' BODY.PEEK[]\r\n')
+got = None
+while True:
+    l = line()
+    if l.startswith(b'* ') and l.endswith(b'}'):
+        n = int(l[l.rindex(b'{') + 1:-1])
+        got = take(n)
+    elif l.startswith(b'f '):
+        print('fetch', l.decode())
+        break
+print('same', got == body, len(body))
+send(b'g LOGOUT\r\n')
+until(b'g')
+"#;
+
+/// RFC 4978 COMPRESS=DEFLATE, enabled after login through Postern (Dovecot
+/// with imap_zlib): the splice carries the deflated stream both ways, and
+/// a 1.8 MB message is appended and read back byte for byte.
+#[test]
+fn compress_deflate_through_the_splice() {
+    let user = "u47@example.test";
+    let p = imap_postern(
+        user,
+        "implicit",
+        "none",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u47")],
+    );
+    let m = marker("deflate");
+    let (ok, out, err) = python(
+        COMPRESS,
+        &[&p.addr("imap").port().to_string(), APP_PASSWORD, &m],
+    );
+    assert!(ok, "{out}\n{err}\n{}", p.logs());
+    assert!(
+        out.contains("login a OK") && out.contains("COMPRESS=DEFLATE"),
+        "{out}"
+    );
+    assert!(out.contains("compress b OK"), "{out}");
+    assert!(
+        out.contains("append c OK") && out.contains("fetch f OK"),
+        "{out}"
+    );
+    assert!(out.contains("same True"), "{out}");
+}
+
+/// RFC 2971 allows 30 field/value pairs of up to 1024 octets in ID: about
+/// 32 KB on one line, before login.
+#[test]
+fn a_full_size_id_before_login() {
+    let p = imap_postern(
+        "u47@example.test",
+        "implicit",
+        "none",
+        pw_auth(),
+        "",
+        &[("U_PW", "pw-u47")],
+    );
+    let mut c = Raw::connect(p.addr("imap"));
+    c.line();
+    let pairs: Vec<String> = (0..30)
+        .map(|i| format!("\"field{i:02}\" \"{}\"", "v".repeat(1024)))
+        .collect();
+    c.send(format!("t1 ID ({})\r\n", pairs.join(" ")).as_bytes());
+    assert!(c.line().unwrap().starts_with("* ID (\"name\" \"Postern\""));
+    let r = c.line().unwrap();
+    assert!(r.starts_with("t1 OK"), "{r}");
+    // Past that, still bounded.
+    c.send(format!("t2 ID (\"x\" \"{}\")\r\n", "v".repeat(70_000)).as_bytes());
+    let r = c.line().unwrap();
+    assert!(r.contains("BAD"), "{r}");
+}
