@@ -269,3 +269,47 @@ fn anonymous_user_rules_are_checked() {
     ));
     assert!(!ok && out.contains("only an [smtp] listener"), "{out}");
 }
+
+const RESET: &str = r#"
+import socket, struct, sys, time
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.recv(1024)
+s.sendall(b'EHLO x\r\n' if sys.argv[2] == 'smtp' else b'CAPA\r\n')
+time.sleep(0.2)
+s.sendall(b'NOOP\r\n')
+# Close with a reset (linger 0) while Postern still has our replies to read.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+s.close()
+"#;
+
+/// A client that resets the connection before login is logged at info with
+/// the stage and the reason, not only as `end=IoError` at debug.
+#[test]
+fn a_reset_before_login_is_logged_with_stage_and_reason() {
+    let p = Postern::start(
+        &format!(
+            "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[pop3]\nlisten = \"127.0.0.1:0\"\n{}",
+            users_section("capture")
+        ),
+        2,
+    );
+    for proto in ["smtp", "pop3"] {
+        let (ok, out, err) = python(RESET, &[&p.addr(proto).port().to_string(), proto]);
+        assert!(ok, "{out}{err}");
+    }
+    assert!(
+        p.wait_log("SMTP connection failed", Duration::from_secs(5))
+            && p.wait_log("POP3 connection failed", Duration::from_secs(5)),
+        "{}",
+        p.logs()
+    );
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("SMTP connection failed"))
+        .unwrap();
+    assert!(
+        line.contains(" INFO ") && line.contains("stage=") && line.contains("reason="),
+        "{line}"
+    );
+}
