@@ -50,6 +50,10 @@ pub enum ServerError {
     Secrets(Vec<String>),
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    #[error("faults: {0}")]
+    Faults(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -110,6 +114,8 @@ struct Bound {
 /// A server with its sockets bound, ready to run.
 pub struct Server {
     listeners: Vec<Bound>,
+    /// `[http]`: the sandbox UI and API.
+    http: Option<crate::http::HttpServer>,
     /// The queue's delivery workers.
     workers: Arc<crate::smtp::delivery::Workers>,
     max_connections: usize,
@@ -189,16 +195,27 @@ impl Server {
             None
         };
         let capture_dir = config.data_dir.join("capture");
-        let capture = Capture::open(&capture_dir).map_err(|source| ServerError::DataDir {
-            path: capture_dir.clone(),
-            source,
-        })?;
+        let capture =
+            Capture::open_with(&capture_dir, config.sandbox.retention).map_err(|source| {
+                ServerError::DataDir {
+                    path: capture_dir.clone(),
+                    source,
+                }
+            })?;
+        if let Err(e) = capture.reconcile().await {
+            warn!(error = %e, "the capture index could not be brought in line with the Maildir");
+        }
+        let capture = Arc::new(capture);
+        let faults = Arc::new(
+            crate::sandbox::faults::Faults::from_specs(config.faults.clone())
+                .map_err(ServerError::Faults)?,
+        );
         // The connection caps of a previous run are not this one's.
         let _ = std::fs::remove_file(config.data_dir.join(crate::gate::BOARD_FILE));
         let users = Arc::new(Users::new(&config.users, &config.limits));
         // Built-in OAuth accounts share one token manager (None without any).
         let tokens = crate::auth::oauth::TokenManager::from_config(config)?;
-        let mut router = Router::with_tokens(config, Arc::new(capture), tokens.as_ref())?;
+        let mut router = Router::with_tokens(config, capture.clone(), tokens.as_ref())?;
         let store = crate::pool::Store::open(config).await?;
         info!(store = %store.describe(), "quota store");
         let pools = Arc::new(crate::pool::Pools::new(config, store)?);
@@ -237,6 +254,7 @@ impl Server {
                 router: router.clone(),
                 acceptor: acceptor.clone(),
                 anonymous: l.anonymous.clone(),
+                faults: faults.clone(),
                 shutdown: shutdown.clone(),
             }));
             bind_all(&l.binds, &smtp, &mut listeners).await?;
@@ -293,7 +311,10 @@ impl Server {
             }));
             bind_all(&pop3.binds, &service, &mut listeners).await?;
         }
+        let http =
+            crate::http::HttpServer::bind(config, capture.clone(), faults, router.clone()).await?;
         Ok(Server {
+            http,
             listeners,
             max_connections: config.limits.max_connections,
             shutdown,
@@ -323,6 +344,9 @@ impl Server {
                 .clone()
                 .run(self.shutdown.clone(), self.shutdown_timeout),
         );
+        if let Some(http) = self.http {
+            tracker.spawn(http.run(self.shutdown.clone()));
+        }
         self.shutdown.cancelled().await;
         info!(
             in_flight = tracker.len(),

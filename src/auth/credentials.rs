@@ -85,6 +85,15 @@ impl Credential {
 /// before the first send and not by parking a mailbox).
 pub fn missing_secrets(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(src) = config.http.as_ref().and_then(|h| h.token.as_ref()) {
+        if let Err(e) = Credential::password("http", src) {
+            let field = match src {
+                PasswordSource::Env(_) => "token_env",
+                PasswordSource::File(_) => "token_file",
+            };
+            out.push(format!("http.{field}: {e}"));
+        }
+    }
     for a in config.accounts.values().filter(|a| a.enabled) {
         let key = format!("accounts.{}", a.name);
         match (a.auth, &a.password) {

@@ -287,6 +287,8 @@ mod tests {
                 bounce: None,
                 allowed_senders: Vec::new(),
                 allowed_recipients: Vec::new(),
+                inbox: "app".into(),
+                sandbox: None,
             },
         );
         Users::new(&m, limits)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAccount, RawBind, RawConfig, RawEndpoint, RawLimits, RawListener, RawPool, RawPop3,
-    RawQueue, RawUser,
+    RawAccount, RawBind, RawConfig, RawEndpoint, RawHttp, RawLimits, RawListener, RawPool, RawPop3,
+    RawQueue, RawSandbox, RawUser,
 };
 use super::types::*;
 use crate::pattern::{Net, Pattern};
@@ -64,7 +64,8 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .pop3
         .map(|l| check_listener(&c, "pop3", l))
         .transpose()?;
-    if smtp.is_none() && imap.is_none() && pop3.is_none() {
+    let http = raw.http.map(|h| check_http(&c, h)).transpose()?;
+    if smtp.is_none() && imap.is_none() && pop3.is_none() && http.is_none() {
         return Err(c.err(
             "smtp",
             "no listener: add at least one of [smtp] listen = \"127.0.0.1:2525\", [imap] listen = \"127.0.0.1:1143\" or [pop3] listen = \"127.0.0.1:1110\"",
@@ -108,6 +109,10 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         }
     }
     let limits = check_limits(&c, raw.limits)?;
+    let sandbox = check_sandbox(&c, raw.sandbox, &accounts, &pools)?;
+    if let Err(e) = crate::sandbox::faults::Faults::from_specs(raw.faults.clone()) {
+        return Err(c.err("faults", e));
+    }
     let queue = check_queue(&c, raw.queue)?;
 
     if let Some(q) = &raw.quota_store {
@@ -136,6 +141,9 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         smtp,
         imap,
         pop3,
+        http,
+        sandbox,
+        faults: raw.faults,
         tls,
         users,
         accounts,
@@ -391,6 +399,64 @@ fn check_users(
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let inbox = match u.inbox {
+            Some(i) if i.trim().is_empty() || i.len() > 255 || i.chars().any(char::is_control) => {
+                return Err(c.err(
+                    format!("{key}.inbox"),
+                    "an inbox name must be 1–255 printable characters",
+                ))
+            }
+            Some(i) => i.trim().to_owned(),
+            None => name.clone(),
+        };
+        let sandbox = match (u.redirect, u.allowlist) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    format!("{key}.redirect"),
+                    "give redirect or allowlist, not both",
+                ))
+            }
+            (Some(to), None) => {
+                let to = to.trim().to_owned();
+                if !to
+                    .rsplit_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                    || to.contains(|ch: char| {
+                        ch.is_whitespace() || ch.is_control() || ch == '<' || ch == '>'
+                    })
+                {
+                    return Err(c.err(
+                        format!("{key}.redirect"),
+                        format!("\"{to}\" is not an address"),
+                    ));
+                }
+                Some(SandboxRoute::Redirect(to))
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    return Err(c.err(
+                        format!("{key}.allowlist"),
+                        "an empty allowlist relays nothing: use send_via = \"capture\" instead",
+                    ));
+                }
+                Some(SandboxRoute::Allowlist(patterns("allowlist", Some(list))?))
+            }
+            (None, None) => None,
+        };
+        if sandbox.is_some() {
+            if !matches!(send_via, Some(SendVia::Account(_)) | Some(SendVia::Pool(_))) {
+                return Err(c.err(
+                    format!("{key}.send_via"),
+                    "redirect and allowlist relay through an account or a pool: set send_via to one",
+                ));
+            }
+            if u.delivery.is_some_and(|d| d != Delivery::Relay) {
+                return Err(c.err(
+                    format!("{key}.delivery"),
+                    "redirect and allowlist relay in the session: delivery must be \"relay\"",
+                ));
+            }
+        }
         let allowed_senders = patterns("allowed_senders", u.allowed_senders)?;
         let allowed_recipients = patterns("allowed_recipients", u.allowed_recipients)?;
         users.insert(
@@ -404,6 +470,8 @@ fn check_users(
                 bounce,
                 allowed_senders,
                 allowed_recipients,
+                inbox,
+                sandbox,
             },
         );
     }
@@ -579,6 +647,115 @@ fn check_listener(c: &Checker, section: &str, l: RawListener) -> Result<Listener
         }
     };
     Ok(Listener { binds, anonymous })
+}
+
+/// `[http]`: addresses, and auth wherever the address is not loopback.
+fn check_http(c: &Checker, h: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let list = h.listen.into_vec();
+    if list.is_empty() {
+        return Err(c.err("http.listen", "needs at least one address"));
+    }
+    let listen = list
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                c.err(
+                    "http.listen",
+                    format!("\"{s}\" is not an address with a port, like \"127.0.0.1:8025\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(hash) = &h.password_hash {
+        if let Err(e) = argon2::PasswordHash::new(hash) {
+            return Err(c.err(
+                "http.password_hash",
+                format!("not a password hash ({e}); make one with `postern hash-password`"),
+            ));
+        }
+    }
+    let token = match (h.token_env, h.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(c.err("http.token_env", "give token_env or token_file, not both"))
+        }
+        (Some(v), None) => Some(PasswordSource::Env(v)),
+        (None, Some(f)) => Some(PasswordSource::File(c.path(&f))),
+        (None, None) => None,
+    };
+    let cfg = HttpConfig {
+        listen,
+        password_hash: h.password_hash,
+        token,
+    };
+    if let Some(a) = cfg.listen.iter().find(|a| !a.ip().is_loopback()) {
+        if !cfg.needs_auth() {
+            return Err(c.err(
+                "http.password_hash",
+                format!("{a} is not a loopback address: the sandbox UI and API there need password_hash (basic auth) or token_env/token_file (bearer)"),
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// `[sandbox]`.
+fn check_sandbox(
+    c: &Checker,
+    raw: Option<RawSandbox>,
+    accounts: &BTreeMap<String, Account>,
+    pools: &BTreeMap<String, Pool>,
+) -> Result<SandboxConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(SandboxConfig::default());
+    };
+    let pop3 = match raw.pop3 {
+        Some(list) => {
+            check_listener(
+                c,
+                "sandbox.pop3",
+                RawListener {
+                    listen: super::raw::OneOrMany::Many(list.into_vec()),
+                    tls: None,
+                    anonymous_user: None,
+                    allow_from: None,
+                },
+            )?
+            .binds
+        }
+        None => Vec::new(),
+    };
+    if raw.max_messages == Some(0) {
+        return Err(c.err("sandbox.max_messages", "must be at least 1"));
+    }
+    let release_via = match raw.release_via {
+        None => None,
+        Some(v) => {
+            let via = SendVia::from_key(&v);
+            let ok = match &via {
+                SendVia::Capture => false,
+                SendVia::Account(a) => accounts.get(a).is_some_and(|a| a.smtp.is_some()),
+                SendVia::Pool(p) => pools.contains_key(p),
+            };
+            if !ok {
+                return Err(c.err(
+                    "sandbox.release_via",
+                    format!(
+                        "\"{v}\" is not an account with SMTP or \"pool:NAME\"{}",
+                        known(accounts.keys())
+                    ),
+                ));
+            }
+            Some(via)
+        }
+    };
+    Ok(SandboxConfig {
+        pop3,
+        retention: crate::capture::Retention {
+            max_messages: raw.max_messages,
+            max_age: raw.max_age,
+        },
+        release_via,
+    })
 }
 
 fn is_loopback_host(host: &str) -> bool {

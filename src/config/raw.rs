@@ -19,6 +19,10 @@ pub(super) struct RawConfig {
     pub(super) smtp: Option<RawListener>,
     pub(super) imap: Option<RawListener>,
     pub(super) pop3: Option<RawListener>,
+    pub(super) http: Option<RawHttp>,
+    pub(super) sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    pub(super) faults: Vec<crate::sandbox::faults::FaultSpec>,
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) users: BTreeMap<String, RawUser>,
@@ -77,6 +81,27 @@ pub(super) struct RawListener {
     pub(super) allow_from: Option<Vec<String>>,
 }
 
+/// `[http]`: the one HTTP listener (sandbox UI and API).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: OneOrMany<String>,
+    pub(super) password_hash: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+}
+
+/// `[sandbox]`: captured mail's POP3 server, retention, release.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    pub(super) pop3: Option<OneOrMany<RawBind>>,
+    pub(super) max_messages: Option<u64>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) max_age: Option<Duration>,
+    pub(super) release_via: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
@@ -94,6 +119,9 @@ pub(super) struct RawUser {
     pub(super) bounce: Option<String>,
     pub(super) allowed_senders: Option<Vec<String>>,
     pub(super) allowed_recipients: Option<Vec<String>>,
+    pub(super) inbox: Option<String>,
+    pub(super) redirect: Option<String>,
+    pub(super) allowlist: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

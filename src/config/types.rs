@@ -41,6 +41,11 @@ pub struct Config {
     pub smtp: Option<Listener>,
     pub imap: Option<Listener>,
     pub pop3: Option<Listener>,
+    /// `[http]`: the sandbox UI and API.
+    pub http: Option<HttpConfig>,
+    pub sandbox: SandboxConfig,
+    /// `[[faults]]`, checked.
+    pub faults: Vec<crate::sandbox::faults::FaultSpec>,
     pub tls: Option<TlsFiles>,
     pub users: BTreeMap<String, User>,
     pub accounts: BTreeMap<String, Account>,
@@ -66,6 +71,41 @@ impl Listener {
     pub fn uses_tls(&self) -> bool {
         self.binds.iter().any(|b| b.tls != TlsMode::None)
     }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Basic auth (any user name) with this password.
+    pub password_hash: Option<String>,
+    /// Bearer token from here.
+    pub token: Option<PasswordSource>,
+}
+
+impl HttpConfig {
+    pub fn needs_auth(&self) -> bool {
+        self.password_hash.is_some() || self.token.is_some()
+    }
+}
+
+/// `[sandbox]`.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// The POP3 server over captured mail.
+    pub pop3: Vec<Bind>,
+    pub retention: crate::capture::Retention,
+    /// Where `release` sends when the request names no route.
+    pub release_via: Option<SendVia>,
+}
+
+/// What a sandbox route does with a user's mail besides capturing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxRoute {
+    /// Every recipient replaced by this one address.
+    Redirect(String),
+    /// Recipients matching go through send_via; the others are captured.
+    Allowlist(Vec<crate::pattern::Pattern>),
 }
 
 /// An address to listen on and the TLS mode it speaks.
@@ -104,6 +144,10 @@ pub struct User {
     pub allowed_senders: Vec<crate::pattern::Pattern>,
     /// Recipients this user may send to (any when empty).
     pub allowed_recipients: Vec<crate::pattern::Pattern>,
+    /// The sandbox inbox its captured mail goes to (its name unless set).
+    pub inbox: String,
+    /// `redirect` / `allowlist`: a sandbox in front of `send_via`.
+    pub sandbox: Option<SandboxRoute>,
 }
 
 /// How a message reaches the upstream.

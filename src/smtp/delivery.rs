@@ -231,6 +231,7 @@ impl Workers {
         };
         let info = SessionInfo {
             user: m.entry.user.clone(),
+            inbox: m.entry.user.clone(),
             helo: m.helo.clone(),
             peer: m
                 .peer

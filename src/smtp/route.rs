@@ -45,6 +45,8 @@ pub struct Queuing {
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub user: String,
+    /// Where captured copies go (the user's `inbox`, else its name).
+    pub inbox: String,
     pub helo: String,
     pub peer: std::net::SocketAddr,
 }
@@ -438,10 +440,12 @@ impl Transaction {
             Transaction::Capture { sink, from, rcpts } => {
                 let env = capture::Envelope {
                     user: &info.user,
+                    inbox: &info.inbox,
                     mail_from: &from,
                     rcpts: &rcpts,
                     helo: &info.helo,
                     peer: info.peer,
+                    notes: &[],
                 };
                 match sink.store(&env, message).await {
                     Ok(id) => {

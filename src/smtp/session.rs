@@ -44,6 +44,8 @@ pub struct SmtpContext {
     pub acceptor: Option<TlsAcceptor>,
     /// `anonymous_user` / `allow_from` of this listener.
     pub anonymous: Option<crate::config::Anonymous>,
+    /// Fault injection rules (`[[faults]]` and the API).
+    pub faults: Arc<crate::sandbox::faults::Faults>,
     pub shutdown: CancellationToken,
 }
 
@@ -646,6 +648,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn session_info(&self, helo: &str, user: &User) -> SessionInfo {
         SessionInfo {
             user: user.name.clone(),
+            inbox: user.inbox.clone(),
             helo: helo.to_owned(),
             peer: self.peer,
         }
@@ -976,6 +979,7 @@ mod tests {
             router: Arc::new(Router::new(&config, capture).unwrap()),
             acceptor: Some(TlsAcceptor::from(tls)),
             anonymous: None,
+            faults: Default::default(),
             shutdown: CancellationToken::new(),
         })
     }
