@@ -185,7 +185,8 @@ impl Server {
         let needs_tls = [&config.smtp, &config.imap, &config.pop3]
             .into_iter()
             .flatten()
-            .any(crate::config::Listener::uses_tls);
+            .any(crate::config::Listener::uses_tls)
+            || config.sandbox.pop3.iter().any(|b| b.tls != TlsMode::None);
         let acceptor = if needs_tls {
             Some(TlsAcceptor::from(crate::tls::server_config(
                 config.tls.as_ref(),
@@ -306,10 +307,23 @@ impl Server {
                 limits: config.limits.clone(),
                 users: users.clone(),
                 accounts,
+                sandbox: None,
                 acceptor: acceptor.clone(),
                 shutdown: shutdown.clone(),
             }));
             bind_all(&pop3.binds, &service, &mut listeners).await?;
+        }
+        if !config.sandbox.pop3.is_empty() {
+            let service = Service::Pop3(Arc::new(Pop3Context {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                accounts: BTreeMap::new(),
+                sandbox: Some(capture.clone()),
+                acceptor: acceptor.clone(),
+                shutdown: shutdown.clone(),
+            }));
+            bind_all(&config.sandbox.pop3, &service, &mut listeners).await?;
         }
         let http =
             crate::http::HttpServer::bind(config, capture.clone(), faults, router.clone()).await?;

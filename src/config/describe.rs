@@ -41,6 +41,24 @@ impl Config {
         listener(w, "smtp", &self.smtp);
         listener(w, "imap", &self.imap);
         listener(w, "pop3", &self.pop3);
+        if let Some(h) = &self.http {
+            let auth = match (&h.password_hash, &h.token) {
+                (Some(_), Some(_)) => "basic auth or bearer token",
+                (Some(_), None) => "basic auth",
+                (None, Some(_)) => "bearer token",
+                (None, None) => "no login (loopback)",
+            };
+            for a in &h.listen {
+                let _ = writeln!(w, "  http      http://{a}/ ({auth}): sandbox UI and API");
+            }
+        }
+        for b in &self.sandbox.pop3 {
+            let _ = writeln!(
+                w,
+                "  sandbox   pop3 {} tls={}: each login reads its inbox of captured mail",
+                b.addr, b.tls
+            );
+        }
         let tls_used = [&self.smtp, &self.imap, &self.pop3]
             .into_iter()
             .flatten()
@@ -85,6 +103,27 @@ impl Config {
                     "",
                     list(&u.allowed_senders)
                 );
+            }
+            match &u.sandbox {
+                Some(SandboxRoute::Redirect(to)) => {
+                    let _ = writeln!(
+                        w,
+                        "  {:<16} redirect: every recipient replaced by {to} (captured too)",
+                        ""
+                    );
+                }
+                Some(SandboxRoute::Allowlist(p)) => {
+                    let _ = writeln!(
+                        w,
+                        "  {:<16} allowlist: relayed to {}, others captured only",
+                        "",
+                        list(p)
+                    );
+                }
+                None => {}
+            }
+            if u.inbox != u.name {
+                let _ = writeln!(w, "  {:<16} inbox={}", "", u.inbox);
             }
             if !u.allowed_recipients.is_empty() {
                 let _ = writeln!(
@@ -172,6 +211,44 @@ impl Config {
                     p.strategy,
                     p.from_policy,
                     p.accounts.join(", ")
+                );
+            }
+        }
+        let r = &self.sandbox.retention;
+        if r.max_messages.is_some() || r.max_age.is_some() {
+            let _ = writeln!(
+                w,
+                "\nsandbox: keep {} messages{}",
+                r.max_messages
+                    .map(|n| format!("at most {n}"))
+                    .unwrap_or_else(|| "all".into()),
+                r.max_age
+                    .map(|d| format!(", none older than {}", humantime::format_duration(d)))
+                    .unwrap_or_default()
+            );
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(w, "\nfaults:");
+            for f in &self.faults {
+                let what = f
+                    .reply
+                    .clone()
+                    .or(f.code.map(|c| c.to_string()))
+                    .unwrap_or_else(|| {
+                        if f.drop {
+                            "drop".into()
+                        } else {
+                            "delay".into()
+                        }
+                    });
+                let stage = f
+                    .stage
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "default stage".into());
+                let _ = writeln!(
+                    w,
+                    "  {what} at {stage}{}",
+                    if f.enabled { "" } else { " (off)" }
                 );
             }
         }

@@ -8,6 +8,10 @@
 //! are plain text with 400 or 404, and request bodies match field names
 //! case-insensitively (`IDs` or `ids`).
 
+// Handlers return `Result<_, Response>` so that an early error is the
+// response itself (axum's own idiom); the Err side is a whole Response.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -498,7 +502,7 @@ async fn release_to(s: &AppState, id: &str, via: Option<SendVia>, to: Vec<String
     let mut accepted = 0;
     let mut refused = Vec::new();
     for r in &rcpts {
-        let reply = tx.rcpt(&MailPath::new(r.clone())).await;
+        let reply = tx.rcpt_for(&info, &MailPath::new(r.clone())).await;
         if reply.is_positive() {
             accepted += 1;
         } else {
@@ -730,7 +734,7 @@ async fn events(
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = s.capture.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
+        {
             let ev = match rx.recv().await {
                 Ok(Event::New(m, _)) => SseEvent::default()
                     .event("new")
@@ -743,7 +747,7 @@ async fn events(
                 }
                 Err(_) => return None,
             };
-            return Some((Ok(ev), rx));
+            Some((Ok(ev), rx))
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())

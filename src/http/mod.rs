@@ -137,7 +137,7 @@ impl HttpServer {
         for l in self.listeners {
             let addr = l.local_addr().ok();
             if let Some(a) = addr {
-                info!(proto = "http", addr = %a, tls = "none", "listening");
+                info!(proto = "http", addr = %a, tls = %"none", "listening");
             }
             let app = HttpServer::app(self.state.clone());
             let stop = shutdown.clone();

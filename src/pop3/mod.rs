@@ -3,8 +3,11 @@
 //! [`codec`] is the sans-I/O part: line framing, command and response
 //! parsing and encoding, multi-line bodies and the capability list.
 //! [`proxy`] serves local clients until they log in; [`upstream`] logs in
-//! to the provider; then [`crate::splice`] copies bytes both ways.
+//! to the provider; then [`crate::splice`] copies bytes both ways. On the
+//! sandbox's POP3 listener (`[sandbox] pop3`) a login reads its own inbox
+//! of captured mail instead (`mailbox.rs`).
 
 pub mod codec;
+mod mailbox;
 pub mod proxy;
 pub mod upstream;

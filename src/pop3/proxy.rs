@@ -29,6 +29,9 @@ pub struct Pop3Context {
     pub limits: Limits,
     pub users: Arc<Users>,
     pub accounts: std::collections::BTreeMap<String, Arc<Pop3Account>>,
+    /// `[sandbox] pop3`: logins read their inbox of captured mail here
+    /// instead of a provider's mailbox.
+    pub sandbox: Option<Arc<crate::capture::Capture>>,
     pub acceptor: Option<TlsAcceptor>,
     pub shutdown: CancellationToken,
 }
@@ -45,8 +48,10 @@ pub enum End {
     Spliced,
 }
 
-enum Next {
+pub(super) enum Next {
     Continue,
+    /// Logged in to the sandbox: serve this inbox of captured mail.
+    Mailbox(String),
     End(End),
     /// Logged in upstream: splice.
     Splice(Box<Pop3Upstream>),
@@ -54,9 +59,9 @@ enum Next {
     StartTls(TlsAcceptor),
 }
 
-struct Session<S> {
-    ctx: Arc<Pop3Context>,
-    conn: Conn<S>,
+pub(super) struct Session<S> {
+    pub(super) ctx: Arc<Pop3Context>,
+    pub(super) conn: Conn<S>,
     /// The name given by USER, waiting for PASS.
     user: Option<String>,
     bad: u32,
@@ -71,21 +76,21 @@ fn err_line(code: Option<&str>, text: &str) -> Vec<u8> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    async fn write(&mut self, data: &[u8]) -> Result<(), End> {
+    pub(super) async fn write(&mut self, data: &[u8]) -> Result<(), End> {
         self.conn.send(data).await.map_err(|_| End::IoError)
     }
 
-    async fn ok(&mut self, text: &str) -> Result<(), End> {
+    pub(super) async fn ok(&mut self, text: &str) -> Result<(), End> {
         self.write(format!("+OK {text}\r\n").as_bytes()).await
     }
 
-    async fn err(&mut self, code: Option<&str>, text: &str) -> Result<(), End> {
+    pub(super) async fn err(&mut self, code: Option<&str>, text: &str) -> Result<(), End> {
         self.write(&err_line(code, text)).await
     }
 
     /// Answer a refused command and count it; the session ends after
     /// `max_bad_commands`.
-    async fn bad(&mut self, code: Option<&str>, text: &str) -> Result<(), End> {
+    pub(super) async fn bad(&mut self, code: Option<&str>, text: &str) -> Result<(), End> {
         self.err(code, text).await?;
         self.bad += 1;
         if self.bad > self.ctx.limits.max_bad_commands {
@@ -119,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The next command line (without its line end), or the end of the
     /// session. A line must be complete `idle_timeout` after its first
     /// byte (slowloris); an over-long one is answered and skipped.
-    async fn next_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
+    pub(super) async fn next_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
         loop {
             if self.discarding {
                 match self.conn.rbuf.iter().position(|b| *b == b'\n') {
@@ -191,6 +196,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         loop {
             match self.step().await {
                 Ok(Next::Splice(up)) => return Ok((self.conn, up)),
+                Ok(Next::Mailbox(inbox)) => {
+                    let end = self.mailbox(&inbox).await;
+                    self.conn.close().await;
+                    return Err(end);
+                }
                 Ok(Next::StartTls(acceptor)) => match self.conn.starttls(&acceptor).await {
                     Ok((conn, dropped)) => {
                         if dropped > 0 {
@@ -388,6 +398,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         tracing::Span::current().record("user", u.name.as_str());
+        if self.ctx.sandbox.is_some() {
+            info!(user = %u.name, inbox = %u.inbox, "sandbox POP3 login");
+            return Ok(Next::Mailbox(u.inbox.clone()));
+        }
         let Some(account_name) = u.read_via.clone() else {
             let text = format!(
                 "POP3 is not configured for user {}: set read_via in the Postern config",
@@ -507,6 +521,7 @@ mod tests {
             limits: config.limits.clone(),
             users: Arc::new(Users::new(&config.users, &config.limits)),
             accounts: Default::default(),
+            sandbox: None,
             acceptor: Some(TlsAcceptor::from(tls)),
             shutdown: CancellationToken::new(),
         });

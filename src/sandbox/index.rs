@@ -314,7 +314,7 @@ fn parse_size(v: &str) -> Option<u64> {
         (v, 1)
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// One page of a listing, with the counts Mailpit's `MessagesSummary` has.
@@ -544,6 +544,21 @@ impl Index {
                     }
                 }
                 Ok(gone)
+            })
+            .await
+    }
+
+    /// An inbox's messages, oldest first, with their sizes (a POP3 maildrop).
+    pub async fn mailbox(&self, inbox: String) -> Result<Vec<(String, u64)>, IndexError> {
+        self.db
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, size FROM messages WHERE inbox = ?1 ORDER BY created_ms, id",
+                )?;
+                let rows = st
+                    .query_map([&inbox], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
             })
             .await
     }

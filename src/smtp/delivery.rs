@@ -262,7 +262,7 @@ impl Workers {
         let mut fates = Vec::with_capacity(m.entry.rcpts.len());
         let mut accepted = 0;
         for r in &m.entry.rcpts {
-            let reply = tx.rcpt(&Path::new(r.clone())).await;
+            let reply = tx.rcpt_for(&info, &Path::new(r.clone())).await;
             fates.push(if reply.is_positive() {
                 accepted += 1;
                 Fate::Delivered

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::capture::{self, Capture};
-use crate::config::{Config, Delivery, SendVia, User};
+use crate::config::{Config, Delivery, SandboxRoute, SendVia, User};
 use crate::pool::Pools;
 use crate::queue::{NewMessage, Params, Queue, QueueError};
 use crate::smtp::codec::{Body, MailParams, Path, Reply};
@@ -31,6 +31,8 @@ pub enum Route {
     Capture(Arc<Capture>),
     Account(Arc<AccountRelay>, Arc<Pools>),
     Pool(Arc<PoolRoute>),
+    /// `redirect` / `allowlist` in front of an account or pool.
+    Sandbox(Box<(SandboxRoute, Route, Arc<Capture>)>),
 }
 
 /// What the queue needs to hold a message: where it is and how it goes.
@@ -65,6 +67,8 @@ pub enum Transaction {
     Queued(Box<Held>),
     /// `relay-then-queue`: what the live transaction cannot take is held.
     Hybrid(Box<Hybrid>),
+    /// A sandbox route (see below).
+    Sandbox(Box<SandboxTx>),
 }
 
 /// An envelope held for the queue.
@@ -241,6 +245,16 @@ impl Router {
             SendVia::Pool(p) => self.pool_routes.get(p).map(|r| Route::Pool(r.clone())),
         }
     }
+
+    /// The route for a user's mail: its `send_via`, behind its sandbox
+    /// rule when it has one.
+    pub fn route_for(&self, user: &User) -> Option<Route> {
+        let base = self.route(user.send_via.as_ref()?)?;
+        Some(match &user.sandbox {
+            Some(rule) => Route::Sandbox(Box::new((rule.clone(), base, self.capture.clone()))),
+            None => base,
+        })
+    }
 }
 
 impl Route {
@@ -270,6 +284,12 @@ impl Route {
                 let (tx, reply) = PoolTransaction::open(route.clone(), from, params).await?;
                 Ok((Transaction::Pool(Box::new(tx)), reply))
             }
+            Route::Sandbox(b) => {
+                let (rule, inner, capture) = &**b;
+                let (tx, reply) =
+                    SandboxTx::open(rule.clone(), inner.clone(), capture.clone(), from, params);
+                Ok((Transaction::Sandbox(Box::new(tx)), reply))
+            }
         }
     }
 
@@ -285,7 +305,7 @@ impl Route {
         queuing: Option<Queuing>,
     ) -> Result<(Transaction, Reply), Refused> {
         let queuing = match (mode, queuing, self) {
-            (Delivery::Relay, _, _) | (_, _, Route::Capture(_)) => {
+            (Delivery::Relay, _, _) | (_, _, Route::Capture(_)) | (_, _, Route::Sandbox(_)) => {
                 return self.open(info, from, params).await
             }
             (_, Some(q), _) => q,
@@ -390,9 +410,11 @@ fn queue_trouble(e: &QueueError) -> Reply {
 }
 
 impl Transaction {
-    /// RCPT TO: the destination's verdict for this recipient.
-    pub async fn rcpt(&mut self, to: &Path) -> Reply {
+    /// RCPT TO: the destination's verdict for this recipient (a sandbox
+    /// route opens its relay transaction here, with the session's facts).
+    pub async fn rcpt_for(&mut self, info: &SessionInfo, to: &Path) -> Reply {
         match self {
+            Transaction::Sandbox(tx) => tx.rcpt(info, to).await,
             Transaction::Capture { rcpts, .. } => {
                 rcpts.push(to.clone());
                 Reply::new(250, "2.1.5", "Recipient OK (capture)")
@@ -405,7 +427,7 @@ impl Transaction {
             }
             Transaction::Hybrid(h) => {
                 if let Some(live) = h.live.as_mut() {
-                    let r = Box::pin(live.rcpt(to)).await;
+                    let r = Box::pin(live.rcpt_for(info, to)).await;
                     if r.is_positive() {
                         h.live_rcpts.push(to.clone());
                         return r;
@@ -461,6 +483,7 @@ impl Transaction {
             Transaction::Relay(tx) => tx.data(message).await,
             Transaction::Pool(tx) => tx.data(message).await,
             Transaction::Queued(h) => h.enqueue(info, message).await,
+            Transaction::Sandbox(tx) => tx.data(info, message).await,
             Transaction::Hybrid(h) => {
                 let Hybrid {
                     live,
@@ -513,11 +536,217 @@ impl Transaction {
             Transaction::Relay(tx) => tx.abort(),
             Transaction::Pool(tx) => tx.abort(),
             Transaction::Queued(_) => {}
+            Transaction::Sandbox(tx) => tx.abort(),
             Transaction::Hybrid(h) => {
                 if let Some(live) = h.live {
                     live.abort();
                 }
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sandbox routes in front of a real account or pool (a user's `redirect` or
+// `allowlist`): every message is also captured, so a test can look at what
+// was sent, and only what the rule lets through reaches the provider.
+//
+// - `redirect = "qa@example.com"`: the message goes to that one address
+//   instead of its recipients, which it carries in `X-Postern-Original-To`.
+// - `allowlist = ["*@ourcompany.com"]`: recipients that match are relayed;
+//   the others are only captured, in the same transaction, and the client
+//   sees one `250` for all.
+//
+// The upstream transaction is opened at the first recipient that needs it
+// (so a message to captured recipients only never touches the provider).
+// The copy is captured after the relay accepted it; when the relay refuses,
+// nothing is kept and the client gets the refusal, so its retry does not
+// leave a duplicate behind.
+// ---------------------------------------------------------------------------
+
+/// An open transaction through a sandbox route.
+#[derive(Debug)]
+pub struct SandboxTx {
+    rule: SandboxRoute,
+    /// The real route, and its transaction once opened.
+    route: Route,
+    live: Option<Transaction>,
+    capture: Arc<Capture>,
+    from: Path,
+    params: MailParams,
+    /// Every recipient the client gave (all are captured).
+    all: Vec<Path>,
+    /// Those relayed (allowlist), or the redirect address once accepted.
+    relayed: Vec<Path>,
+}
+
+impl SandboxTx {
+    pub fn open(
+        rule: SandboxRoute,
+        route: Route,
+        capture: Arc<Capture>,
+        from: &Path,
+        params: &MailParams,
+    ) -> (SandboxTx, Reply) {
+        let what = match &rule {
+            SandboxRoute::Redirect(to) => format!("Sender OK (redirected to {to}; captured)"),
+            SandboxRoute::Allowlist(_) => "Sender OK (allowlist; captured)".to_owned(),
+        };
+        (
+            SandboxTx {
+                rule,
+                route,
+                live: None,
+                capture,
+                from: from.clone(),
+                params: params.clone(),
+                all: Vec::new(),
+                relayed: Vec::new(),
+            },
+            Reply::new(250, "2.1.0", what),
+        )
+    }
+
+    /// The live transaction, opened on first use.
+    async fn live(&mut self, info: &SessionInfo) -> Result<&mut Transaction, Reply> {
+        if self.live.is_none() {
+            let (tx, _) = self
+                .route
+                .open(info, &self.from, &self.params)
+                .await
+                .map_err(|r| r.reply)?;
+            self.live = Some(tx);
+        }
+        self.live
+            .as_mut()
+            .ok_or_else(|| Reply::new(451, "4.3.0", "internal error"))
+    }
+
+    pub async fn rcpt(&mut self, info: &SessionInfo, to: &Path) -> Reply {
+        match self.rule.clone() {
+            SandboxRoute::Redirect(addr) => {
+                if self.relayed.is_empty() {
+                    let target = Path::new(addr.clone());
+                    let live = match self.live(info).await {
+                        Ok(l) => l,
+                        Err(r) => return r,
+                    };
+                    let r = Box::pin(live.rcpt_for(info, &target)).await;
+                    if !r.is_positive() {
+                        return r;
+                    }
+                    self.relayed.push(target);
+                }
+                self.all.push(to.clone());
+                Reply::new(250, "2.1.5", format!("Recipient OK (redirected to {addr})"))
+            }
+            SandboxRoute::Allowlist(patterns) => {
+                if crate::pattern::first_match(&patterns, to.as_str()).is_some() {
+                    let live = match self.live(info).await {
+                        Ok(l) => l,
+                        Err(r) => return r,
+                    };
+                    let r = Box::pin(live.rcpt_for(info, to)).await;
+                    if r.is_positive() {
+                        self.relayed.push(to.clone());
+                        self.all.push(to.clone());
+                    }
+                    return r;
+                }
+                self.all.push(to.clone());
+                Reply::new(
+                    250,
+                    "2.1.5",
+                    "Recipient OK (not on the allowlist: captured only)",
+                )
+            }
+        }
+    }
+
+    pub async fn data(self, info: &SessionInfo, message: &[u8]) -> Reply {
+        let SandboxTx {
+            rule,
+            live,
+            capture,
+            from,
+            all,
+            relayed,
+            ..
+        } = self;
+        let mut notes: Vec<(&str, String)> = Vec::new();
+        let mut relay_reply = None;
+        match live {
+            Some(tx) if !relayed.is_empty() => {
+                let body = match &rule {
+                    SandboxRoute::Redirect(_) => {
+                        let original: Vec<&str> = all.iter().map(Path::as_str).collect();
+                        let mut b = format!(
+                            "X-Postern-Original-To: {}\r\n",
+                            crate::text::sanitize(&original.join(", "), 4000)
+                        )
+                        .into_bytes();
+                        b.extend_from_slice(message);
+                        b
+                    }
+                    SandboxRoute::Allowlist(_) => message.to_vec(),
+                };
+                let r = Box::pin(tx.data(info, &body)).await;
+                if !r.is_positive() {
+                    tracing::info!(reply = %r, "sandbox route: the relay refused the message; nothing captured");
+                    return r;
+                }
+                relay_reply = Some(r);
+            }
+            Some(tx) => tx.abort(),
+            None => {}
+        }
+        let relayed_to: Vec<&str> = relayed.iter().map(Path::as_str).collect();
+        notes.push((
+            "Route",
+            match &rule {
+                SandboxRoute::Redirect(_) => "redirect".to_owned(),
+                SandboxRoute::Allowlist(_) => "allowlist".to_owned(),
+            },
+        ));
+        if !relayed_to.is_empty() {
+            notes.push(("Relayed-To", relayed_to.join(", ")));
+        }
+        let env = capture::Envelope {
+            user: &info.user,
+            inbox: &info.inbox,
+            mail_from: &from,
+            rcpts: &all,
+            helo: &info.helo,
+            peer: info.peer,
+            notes: &notes,
+        };
+        let captured = capture.store(&env, message).await;
+        match (relay_reply, captured) {
+            (Some(r), Ok(id)) => Reply::new(
+                250,
+                "2.0.0",
+                format!(
+                    "Ok: relayed to {} ({}); captured as {id}",
+                    relayed_to.join(", "),
+                    crate::text::sanitize(&r.text(), 200)
+                ),
+            ),
+            (Some(r), Err(e)) => {
+                // Relayed already: a refusal now would make the client send it again.
+                tracing::error!(error = %e, "sandbox route: relayed, but the captured copy could not be stored");
+                r
+            }
+            (None, Ok(id)) => Reply::new(250, "2.0.0", format!("Ok: captured as {id}")),
+            (None, Err(e)) => {
+                tracing::error!(error = %e, "capture failed");
+                Reply::new(451, "4.3.0", "Could not store the message; try again later")
+            }
+        }
+    }
+
+    pub fn abort(self) {
+        if let Some(tx) = self.live {
+            tx.abort();
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::auth::users::{LoginError, Users};
 use crate::config::{Limits, User};
 use crate::conn::{Conn, Read, UpgradeError};
 use crate::io::MaybeTls;
+use crate::sandbox::faults::{Event as FaultEvent, Stage};
 use crate::sasl;
 use crate::secret::Secret;
 use crate::smtp::codec::{self, Command, DataDecoder, DataProgress, Line, MailParams, Path, Reply};
@@ -108,6 +109,8 @@ pub enum End {
     TooManyErrors,
     Shutdown,
     IoError,
+    /// A fault rule closed the connection.
+    Fault,
 }
 
 /// What handling a command asks of the loop.
@@ -128,6 +131,9 @@ struct Session<S> {
     discarding: bool,
     /// Shutdown was requested; finish the transaction in flight, then close.
     draining: bool,
+    /// A fault rule closes the connection after this command: `Some(true)`
+    /// drops it without a reply, `Some(false)` after the reply.
+    end_after: Option<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -154,6 +160,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The whole session: the greeting, then the dialogue, upgraded in
     /// place when the client asks for STARTTLS.
     async fn run(mut self) -> End {
+        if self.inject(Stage::Connect, None, &[]).await {
+            if self.end_after != Some(true) {
+                let _ = self.flush().await;
+            }
+            self.conn.close().await;
+            return End::Fault;
+        }
         self.reply(Reply::plain(
             220,
             vec![format!("{} ESMTP Postern ready", self.ctx.hostname)],
@@ -220,6 +233,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             return Step::End(end);
                         }
                         tls @ Step::StartTls(_) => return tls,
+                    }
+                    if let Some(drop) = self.end_after {
+                        self.abort_mail();
+                        if drop {
+                            self.conn.unqueue();
+                        } else {
+                            let _ = self.flush().await;
+                        }
+                        return Step::End(End::Fault);
                     }
                     if self.conn.queued() >= WBUF_FLUSH && self.flush().await.is_err() {
                         return Step::End(End::IoError);
@@ -610,6 +632,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(user) => {
                 info!(user = %user.name, "local login");
                 tracing::Span::current().record("user", user.name.as_str());
+                if self.inject(Stage::Auth, Some(&user.name), &[]).await {
+                    return Ok(false);
+                }
                 if let Phase::Helo { helo } = std::mem::replace(&mut self.phase, Phase::Greeted) {
                     self.phase = Phase::Authed { helo, user };
                 }
@@ -681,6 +706,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Phase::Authed { helo, user } => (helo.clone(), user.clone()),
         };
+        if self.inject(Stage::Mail, Some(&user.name), &[]).await {
+            return false;
+        }
         if let Some(size) = params.size {
             if size > self.ctx.limits.max_message_size as u64 {
                 self.reply(Reply::new(
@@ -728,7 +756,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ));
             return false;
         };
-        let Some(route) = self.ctx.router.route(via) else {
+        let Some(route) = self.ctx.router.route_for(&user) else {
             self.reply(Reply::new(
                 451,
                 "4.3.0",
@@ -763,6 +791,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn rcpt_to(&mut self, to: Path) -> bool {
         let max = self.ctx.limits.max_recipients;
+        let Some(name) = self
+            .phase
+            .user()
+            .filter(|_| self.phase.in_mail())
+            .map(|u| u.name.clone())
+        else {
+            self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+            return true;
+        };
+        if self.inject(Stage::Rcpt, Some(&name), &[to.as_str()]).await {
+            return false;
+        }
+        let info = match &self.phase {
+            Phase::Mail { helo, user, .. } => self.session_info(helo, user),
+            _ => return true,
+        };
         let Phase::Mail { mail, user, .. } = &mut self.phase else {
             self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
             return true;
@@ -799,7 +843,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ));
             return true;
         }
-        let r = mail.tx.rcpt(&to).await;
+        let r = mail.tx.rcpt_for(&info, &to).await;
         if r.is_positive() {
             mail.rcpts.push(to);
         }
@@ -906,6 +950,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Mail {
             tx, from, rcpts, ..
         } = *mail;
+        let names: Vec<&str> = rcpts.iter().map(|r| r.as_str()).collect();
+        if self.inject(Stage::Data, Some(&info.user), &names).await {
+            tx.abort();
+            return Step::Continue;
+        }
         let reply = tx.data(&info, &message).await;
         info!(
             from = %from,
@@ -921,6 +970,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn abort_mail(&mut self) {
         let phase = std::mem::replace(&mut self.phase, Phase::Greeted);
         self.phase = phase.end_mail();
+    }
+
+    /// Asks the fault rules about this point of the dialogue. True when a
+    /// rule answered for it (its reply is queued, or the connection is to
+    /// be dropped: see `end_after`); a rule with only a delay waits here
+    /// and lets the session go on.
+    async fn inject(&mut self, stage: Stage, user: Option<&str>, rcpts: &[&str]) -> bool {
+        let Some(a) = self.ctx.faults.check(FaultEvent {
+            stage,
+            user,
+            rcpts,
+            peer: self.peer.ip(),
+        }) else {
+            return false;
+        };
+        info!(fault = %a.rule, %stage, "fault injected");
+        if let Some(d) = a.delay {
+            let _ = self.flush().await;
+            tokio::time::sleep(d).await;
+        }
+        match a.reply {
+            Some((code, lines)) => {
+                self.reply(Reply::plain(code, lines));
+                if a.close {
+                    self.end_after = Some(false);
+                }
+                true
+            }
+            None if a.close => {
+                self.end_after = Some(true);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -944,6 +1027,7 @@ where
         bad_commands: 0,
         discarding: false,
         draining: false,
+        end_after: None,
     };
     let end = s.run().await;
     debug!(?end, "session ended");
