@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 
-use super::AppState;
+use super::shared::AppState;
 use crate::capture::{Event, Head};
 use crate::config::SendVia;
 use crate::sandbox::faults::FaultSpec;

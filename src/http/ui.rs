@@ -2,7 +2,7 @@
 
 use axum::routing::get;
 
-use super::AppState;
+use super::shared::AppState;
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new().route("/", get(|| async { "Postern sandbox" }))

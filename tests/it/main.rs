@@ -23,4 +23,5 @@ mod providers;
 mod queue;
 mod relay;
 mod relay_failures;
+mod sandbox;
 mod selfsigned;

@@ -1,0 +1,153 @@
+//! What every HTTP handler shares ([`Shared`]) and the two layers every
+//! request passes: the login check and the security headers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::capture::Capture;
+use crate::config::SendVia;
+use crate::sandbox::faults::Faults;
+use crate::secret::Secret;
+use crate::smtp::route::Router;
+
+/// What every request handler shares.
+pub struct Shared {
+    pub capture: Arc<Capture>,
+    pub faults: Arc<Faults>,
+    pub router: Arc<Router>,
+    /// `[sandbox] release_via`.
+    pub release_via: Option<SendVia>,
+    /// Each local user's inbox (for the UI's switcher and POP3).
+    pub inboxes: BTreeMap<String, String>,
+    pub hostname: String,
+    pub started: Instant,
+    pub(super) auth: Auth,
+}
+
+/// How requests must identify themselves (nothing on loopback-only setups).
+pub(super) struct Auth {
+    pub(super) password_hash: Option<String>,
+    pub(super) token: Option<Secret>,
+    /// SHA-256 of `Authorization` values already verified (argon2 is slow).
+    pub(super) verified: Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+pub type AppState = Arc<Shared>;
+
+/// Every response: no sniffing, no framing by other sites.
+pub(super) async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry("x-frame-options")
+        .or_insert(HeaderValue::from_static("SAMEORIGIN"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// Checks `Authorization` when the config asks for it.
+pub(super) async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let a = &s.auth;
+    if a.password_hash.is_none() && a.token.is_none() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !given.is_empty() && s.authorized(&given).await {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"Postern\", charset=\"UTF-8\"",
+        )],
+        "401 authentication required\n",
+    )
+        .into_response()
+}
+
+impl Shared {
+    pub(super) async fn authorized(&self, given: &str) -> bool {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(given.as_bytes()).into();
+        let a = &self.auth;
+        if a.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key)
+        {
+            return true;
+        }
+        let ok = if let Some(t) = given.strip_prefix("Bearer ") {
+            a.token
+                .as_ref()
+                .is_some_and(|want| constant_eq(t.trim().as_bytes(), want.expose().as_bytes()))
+        } else if let (Some(b64), Some(hash)) = (given.strip_prefix("Basic "), &a.password_hash) {
+            let pw = crate::sasl::decode_response(b64.trim().as_bytes())
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|s| s.split_once(':').map(|(_, p)| p.to_owned()));
+            match pw {
+                Some(pw) => {
+                    let hash = hash.clone();
+                    tokio::task::spawn_blocking(move || {
+                        use argon2::PasswordVerifier;
+                        argon2::PasswordHash::new(&hash).is_ok_and(|h| {
+                            argon2::Argon2::default()
+                                .verify_password(pw.as_bytes(), &h)
+                                .is_ok()
+                        })
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        if ok {
+            let mut v = a
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v.len() > 64 {
+                v.clear();
+            }
+            v.insert(key);
+        } else {
+            // As slow as a wrong SMTP password, so guessing is no faster here.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        ok
+    }
+
+    /// The inbox a local user's mail goes to.
+    pub fn inbox_of(&self, user: &str) -> String {
+        self.inboxes
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| user.to_owned())
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
