@@ -255,7 +255,7 @@ async fn set_read(
 
 /// The summary for `id`, or for `latest` the newest matching `?query=` in
 /// `?inbox=`.
-async fn find(s: &AppState, id: &str, q: &ListQuery) -> Result<Summary, Response> {
+pub(super) async fn find(s: &AppState, id: &str, q: &ListQuery) -> Result<Summary, Response> {
     let found = if id == "latest" {
         let search = Search::parse(q.query.as_deref().unwrap_or(""));
         s.capture
@@ -274,7 +274,7 @@ async fn find(s: &AppState, id: &str, q: &ListQuery) -> Result<Summary, Response
 }
 
 /// The message bytes as received.
-async fn source(s: &AppState, id: &str) -> Result<(Head, Vec<u8>), Response> {
+pub(super) async fn source(s: &AppState, id: &str) -> Result<(Head, Vec<u8>), Response> {
     match s.capture.read(id).await {
         Ok(Some(x)) => Ok(x),
         Ok(None) => Err(error(StatusCode::NOT_FOUND, "Message not found")),
@@ -437,7 +437,12 @@ async fn release(
 
 /// Relays a captured message for real: the route's quota, pacing and From
 /// rules apply as for any message; the answer is the route's.
-async fn release_to(s: &AppState, id: &str, via: Option<SendVia>, to: Vec<String>) -> Response {
+pub(super) async fn release_to(
+    s: &AppState,
+    id: &str,
+    via: Option<SendVia>,
+    to: Vec<String>,
+) -> Response {
     let Some(via) = via.or_else(|| s.release_via.clone()) else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::sandbox::faults::Faults;
 use crate::smtp::route::Router;
 pub use shared::AppState;
-use shared::{authorize, security_headers, Auth, Shared};
+use shared::{authorize, same_origin_writes, security_headers, Auth, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -75,6 +75,12 @@ impl HttpServer {
             faults,
             router,
             release_via: config.sandbox.release_via.clone(),
+            release_choices: config
+                .accounts
+                .keys()
+                .cloned()
+                .chain(config.pools.keys().map(|p| format!("pool:{p}")))
+                .collect(),
             inboxes: config
                 .users
                 .values()
@@ -96,6 +102,7 @@ impl HttpServer {
         axum::Router::new()
             .merge(ui::routes())
             .merge(api::routes())
+            .layer(axum::middleware::from_fn(same_origin_writes))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 authorize,

@@ -23,6 +23,9 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// `[sandbox] release_via`.
     pub release_via: Option<SendVia>,
+    /// Every account and pool a message can be released through (their
+    /// `send_via` keys), for the UI's release form.
+    pub release_choices: Vec<String>,
     /// Each local user's inbox (for the UI's switcher and POP3).
     pub inboxes: BTreeMap<String, String>,
     pub hostname: String,
@@ -40,7 +43,8 @@ pub(super) struct Auth {
 
 pub type AppState = Arc<Shared>;
 
-/// Every response: no sniffing, no framing by other sites.
+/// Every response: no sniffing, no framing by other sites, no referrer
+/// sent to other sites.
 pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
     let h = r.headers_mut();
@@ -50,8 +54,45 @@ pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.entry("x-frame-options")
         .or_insert(HeaderValue::from_static("SAMEORIGIN"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     r
+}
+
+/// Refuses writes (anything but GET, HEAD, OPTIONS) that a browser sent on
+/// behalf of another site: a page elsewhere could otherwise delete the
+/// captured mail or release it to real recipients with a simple form post.
+/// Clients that are not browsers send neither header and pass.
+pub(super) async fn same_origin_writes(req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+    // Browsers since 2020-2023 say where a request comes from in
+    // Sec-Fetch-Site; older ones only in Origin ("null" when the page's
+    // referrer policy hides it, or from a sandboxed frame).
+    let refused = match text(header::HeaderName::from_static("sec-fetch-site")) {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => match text(header::ORIGIN) {
+            None => false,
+            Some(o) => {
+                let o = o
+                    .strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"));
+                o.is_none() || o != text(header::HOST)
+            }
+        },
+    };
+    if refused {
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "403 cross-origin request refused: writes come from this server's own pages or from non-browser clients\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Checks `Authorization` when the config asks for it.

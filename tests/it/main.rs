@@ -5,6 +5,7 @@
 // "shared between its files".
 #![allow(unreachable_pub)]
 
+mod browser;
 mod cli;
 mod fake_smtp;
 mod hardening;
@@ -25,3 +26,4 @@ mod relay;
 mod relay_failures;
 mod sandbox;
 mod selfsigned;
+mod web_ui;

@@ -39,7 +39,7 @@ except smtplib.SMTPResponseException as e:
     print('error', e.smtp_code, e.smtp_error.decode())
 "#;
 
-fn send_as(p: &Postern, user: &str, msg: &[u8], from: &str, rcpts: &[&str]) -> String {
+pub fn send_as(p: &Postern, user: &str, msg: &[u8], from: &str, rcpts: &[&str]) -> String {
     let f = p.dir.path().join(format!("m-{}.eml", marker("f")));
     std::fs::write(&f, msg).unwrap();
     let port = p.smtp().port().to_string();
@@ -50,28 +50,28 @@ fn send_as(p: &Postern, user: &str, msg: &[u8], from: &str, rcpts: &[&str]) -> S
     out
 }
 
-fn send(p: &Postern, msg: &[u8]) -> String {
+pub fn send(p: &Postern, msg: &[u8]) -> String {
     send_as(p, "app", msg, "me@example.test", &["you@example.test"])
 }
 
-fn simple(subject: &str) -> Vec<u8> {
+pub fn simple(subject: &str) -> Vec<u8> {
     format!(
         "From: Sender <me@example.test>\r\nTo: You <you@example.test>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.test>\r\n\r\nHello {subject}\r\n.leading dot\r\n"
     )
     .into_bytes()
 }
 
-fn sandbox_config(extra: &str) -> String {
+pub fn sandbox_config(extra: &str) -> String {
     format!(
         "data_dir = \"var\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[users.app]\npassword_hash = \"{APP_HASH}\"\nsend_via = \"capture\"\n[users.app2]\npassword_hash = \"{APP_HASH}\"\nsend_via = \"capture\"\ninbox = \"other\"\n{FAST_LIMITS}{extra}"
     )
 }
 
-fn api(p: &Postern) -> SocketAddr {
+pub fn api(p: &Postern) -> SocketAddr {
     p.addr("http")
 }
 
-fn get(p: &Postern, path: &str) -> HttpResponse {
+pub fn get(p: &Postern, path: &str) -> HttpResponse {
     http("GET", api(p), path, b"")
 }
 
