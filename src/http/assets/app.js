@@ -13,6 +13,17 @@
   var inbox = document.getElementById("inbox");
   if (inbox) inbox.addEventListener("change", function () { inbox.form.submit(); });
 
+  // The message view's tabs are anchors (CSS shows the targeted one);
+  // this only marks which tab is showing.
+  var tabs = document.querySelector("nav.tabs");
+  function markTab() {
+    var want = "#" + (location.hash.slice(1) || tabs.dataset.first);
+    tabs.querySelectorAll("a").forEach(function (a) {
+      a.classList.toggle("active", a.getAttribute("href") === want);
+    });
+  }
+  if (tabs) { markTab(); window.addEventListener("hashchange", markTab); }
+
   // Same as size() and when() in ui.rs.
   function size(n) {
     if (n < 1024) return n + " B";
