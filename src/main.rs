@@ -287,23 +287,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let quota = rt.block_on(quota_status(&config))?;
-            let queue = rt.block_on(async {
-                open_queue(&config)?
-                    .summary()
-                    .await
-                    .map_err(anyhow::Error::from)
-            })?;
-            let caps = postern::gate::Board::read(&config.data_dir.join(postern::gate::BOARD_FILE));
             if *json {
-                let v = serde_json::json!({
-                    "oauth": postern::auth::oauth::status_json(&config),
-                    "quota": quota,
-                    "queue": queue,
-                    "connections": caps,
-                });
+                let v = rt.block_on(async {
+                    let store = postern::pool::Store::open(&config)
+                        .await
+                        .context("opening the quota store")?;
+                    let pools = postern::pool::Pools::new(&config, store)?;
+                    let queue = open_queue(&config)?;
+                    anyhow::Ok(postern::status::json(&config, &pools, &queue).await?)
+                })?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                let quota = rt.block_on(quota_status(&config))?;
+                let queue = rt.block_on(async {
+                    open_queue(&config)?
+                        .summary()
+                        .await
+                        .map_err(anyhow::Error::from)
+                })?;
+                let caps =
+                    postern::gate::Board::read(&config.data_dir.join(postern::gate::BOARD_FILE));
                 print!("{}", postern::auth::oauth::status_report(&config));
                 print!("{quota}");
                 print!("{}", queue_report(&queue, &caps));

@@ -424,6 +424,8 @@ async fn accept_loop(
         tracker.spawn(
             async move {
                 let _permit = permit;
+                let _open =
+                    crate::metrics::METRICS.session(proto.as_str(), &local.addr.to_string());
                 let (acceptor, timeout) = service.tls();
                 let Some(stream) = wrap(stream, local.tls, acceptor, timeout).await else {
                     return;

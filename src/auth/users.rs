@@ -109,6 +109,7 @@ impl Users {
     /// so many connections guessing together get no more answers than one.
     pub async fn verify(&self, name: &str, password: &Secret) -> Result<Arc<User>, LoginError> {
         if let Some(user) = self.cached(name, password) {
+            crate::metrics::METRICS.login(Some(&user.name), true);
             return Ok(user);
         }
         let key = if self.users.contains_key(name) {
@@ -129,9 +130,13 @@ impl Users {
         match result {
             Ok(user) => {
                 *failures = Failures::default();
+                crate::metrics::METRICS.login(Some(&user.name), true);
                 Ok(user)
             }
             Err(e) => {
+                // A name not in the config is not a label: it is the client's.
+                let known = self.users.get_key_value(name).map(|(k, _)| k.as_str());
+                crate::metrics::METRICS.login(known, false);
                 let delay = self.record_failure(&mut failures);
                 drop(failures);
                 tracing::info!(user = %crate::text::sanitize(name, 64), delay_ms = delay.as_millis() as u64, "local login failed");

@@ -1,11 +1,13 @@
 //! The one HTTP surface (`[http] listen`): the sandbox web UI ([`ui`]), the
-//! Mailpit-compatible API with Postern's additions ([`api`]), on axum over
+//! Mailpit-compatible API with Postern's additions ([`api`]), the operator's
+//! health, status and metrics ([`ops`]), on axum over
 //! hyper on the same tokio runtime as everything else. Loopback needs no
 //! login; any other address needs `password_hash` (HTTP Basic, any user
 //! name) or a bearer token (`token_env` / `token_file`), checked here for
 //! every request.
 
 pub mod api;
+pub mod ops;
 pub mod shared;
 pub mod ui;
 
@@ -71,6 +73,7 @@ impl HttpServer {
             listeners.push(l);
         }
         let state = Arc::new(Shared {
+            config: Arc::new(config.clone()),
             capture,
             faults,
             router,
@@ -102,6 +105,7 @@ impl HttpServer {
         axum::Router::new()
             .merge(ui::routes())
             .merge(api::routes())
+            .merge(ops::routes())
             .layer(axum::middleware::from_fn(same_origin_writes))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),

@@ -18,6 +18,8 @@ use crate::smtp::route::Router;
 
 /// What every request handler shares.
 pub struct Shared {
+    /// The config this listener was started with.
+    pub config: Arc<crate::config::Config>,
     pub capture: Arc<Capture>,
     pub faults: Arc<Faults>,
     pub router: Arc<Router>,

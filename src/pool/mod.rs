@@ -825,6 +825,11 @@ impl Pools {
         })
     }
 
+    /// Whether the quota store answers now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
     /// Every pool and account, for `postern status`.
     pub async fn status(&self, now: Timestamp) -> Result<Status, PoolError> {
         let mut accounts = Vec::with_capacity(self.quotas.len());

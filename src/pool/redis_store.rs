@@ -258,6 +258,13 @@ impl RedisStore {
         }
     }
 
+    /// Whether Redis answers now (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+
     /// The epoch at start: the store's, or a new one for a new store.
     async fn first_epoch(&self) -> Result<Epoch, StoreError> {
         let mut con = self.con.clone();

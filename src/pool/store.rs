@@ -59,6 +59,14 @@ impl Store {
         }
     }
 
+    /// Whether the store answers now (SQLite in data_dir always does).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+
     /// Why the store cannot be trusted now, if it cannot (Redis lost its
     /// state); for `status`.
     pub fn lost(&self) -> Option<String> {

@@ -229,6 +229,11 @@ impl Router {
         })
     }
 
+    /// Every account that relays, in name order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<AccountRelay>> {
+        self.accounts.values()
+    }
+
     pub fn account(&self, name: &str) -> Option<&Arc<AccountRelay>> {
         self.accounts.get(name)
     }

@@ -937,6 +937,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Step::End(End::IoError);
         };
         let info = self.session_info(&helo, &user);
+        let route = user
+            .send_via
+            .as_ref()
+            .map(crate::config::SendVia::key)
+            .unwrap_or_default();
         self.phase = Phase::Authed { helo, user };
         if decoder.oversize() {
             mail.tx.abort();
@@ -952,15 +957,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } = *mail;
         let names: Vec<&str> = rcpts.iter().map(|r| r.as_str()).collect();
         if self.inject(Stage::Data, Some(&info.user), &names).await {
+            crate::metrics::METRICS.message(&info.user, &route, "refused");
             tx.abort();
             return Step::Continue;
         }
+        let started = std::time::Instant::now();
         let reply = tx.data(&info, &message).await;
+        let said = reply.lines.first().map(String::as_str).unwrap_or("");
+        let outcome = crate::metrics::outcome(reply.code, said);
+        crate::metrics::METRICS.message(&info.user, &route, outcome);
+        // One line per message, for operators to grep (as Postfix's are).
         info!(
             from = %from,
             rcpts = rcpts.len(),
             size = message.len(),
+            route = %route,
+            outcome,
             code = reply.code,
+            reply = %crate::text::sanitize(said, 200),
+            ms = started.elapsed().as_millis() as u64,
             "transaction done"
         );
         self.reply(reply);

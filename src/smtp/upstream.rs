@@ -586,6 +586,13 @@ pub struct AccountRelay {
     gate: Arc<Gate>,
 }
 
+impl AccountRelay {
+    /// Its upstream connections now: open, the cap in force, `max_connections`.
+    pub fn gate_status(&self) -> crate::gate::GateStatus {
+        self.gate.status()
+    }
+}
+
 impl std::fmt::Debug for AccountRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountRelay")

@@ -374,14 +374,25 @@ fn no_deferrals_without_pacing_under_32_concurrent_senders() {
 // ---------------------------------------------------------------------------
 
 /// A private redis-server (the shared one must never be flushed).
-struct PrivateRedis {
+pub struct PrivateRedis {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<std::process::Child>,
+    /// Keep data across a restart (an append-only file in `dir`).
+    aof: bool,
 }
 
 impl PrivateRedis {
-    fn start() -> PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        Self::start_with(false)
+    }
+
+    /// One that keeps its data when stopped and started again.
+    pub fn start_persistent() -> PrivateRedis {
+        Self::start_with(true)
+    }
+
+    fn start_with(aof: bool) -> PrivateRedis {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -392,12 +403,13 @@ impl PrivateRedis {
             dir,
             port,
             child: None,
+            aof,
         };
         r.spawn();
         r
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--bind",
@@ -407,7 +419,9 @@ impl PrivateRedis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.aof { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
                 "--dir",
                 self.dir.path().to_str().unwrap(),
             ])
@@ -422,17 +436,22 @@ impl PrivateRedis {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Stop without saving and start again: an empty Redis.
     fn restart_empty(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Stop without saving (a crash, or a Redis taken down).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.spawn();
     }
 }
 

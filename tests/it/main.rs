@@ -17,6 +17,7 @@ mod listeners;
 mod local_smtp;
 mod oauth;
 mod oauth_server;
+mod ops;
 mod pool_store;
 mod pools;
 mod pop3;
