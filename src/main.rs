@@ -517,6 +517,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
+    // SIGHUP must never end the process (its default action): the service
+    // unit's `systemctl reload` sends it. Applying a new config to a running
+    // instance is not built yet; the file is checked so that the operator
+    // learns before a restart whether it would start.
+    let file = config.file.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&file) {
+                Ok(_) => {
+                    tracing::warn!(config = %file.display(), "SIGHUP: the config file is valid; a running instance does not apply changes yet: restart to apply them")
+                }
+                Err(e) => {
+                    tracing::error!(config = %file.display(), error = %e, "SIGHUP: the config file is invalid; the running config is unchanged")
+                }
+            }
+        }
+    });
     server.run().await;
     Ok(())
 }

@@ -27,4 +27,5 @@ mod relay;
 mod relay_failures;
 mod sandbox;
 mod selfsigned;
+mod service_unit;
 mod web_ui;
