@@ -211,9 +211,12 @@ fn shipped_examples_are_valid() {
         "config/examples/outlook.toml",
         "config/examples/pool.toml",
         "config/examples/custom-server.toml",
+        "config/examples/staging-allowlist.toml",
+        "config/examples/fault-quota.toml",
     ] {
         let path = repo_root().join(f);
         let env = [
+            ("GMAIL_APP_PASSWORD", "x"),
             ("ALICE_APP_PASSWORD", "x"),
             ("A_APP_PASSWORD", "x"),
             ("B_APP_PASSWORD", "x"),
