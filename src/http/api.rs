@@ -63,7 +63,7 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 /// A plain-text error, as Mailpit sends them.
-fn error(code: StatusCode, text: impl Into<String>) -> Response {
+pub(super) fn error(code: StatusCode, text: impl Into<String>) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

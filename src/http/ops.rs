@@ -14,6 +14,7 @@ use axum::routing::get;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::api::error as text;
 use super::shared::AppState;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -22,15 +23,6 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/readyz", get(ready))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
-}
-
-fn text(code: StatusCode, body: impl Into<String>) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body.into(),
-    )
-        .into_response()
 }
 
 /// Why Postern cannot serve as it should now, if it cannot.
