@@ -140,6 +140,14 @@ impl Gate {
         })
     }
 
+    /// Whether `other` has the same configured caps (a reload keeps the
+    /// gate then, with the connections and the lowering it counts).
+    pub fn same_caps(&self, other: &Gate) -> bool {
+        self.account == other.account
+            && self.configured == other.configured
+            && self.per_minute == other.per_minute
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

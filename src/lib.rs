@@ -14,6 +14,7 @@ pub mod capture;
 pub mod cert;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod db;
 pub mod doctor;
 pub mod gate;

@@ -72,6 +72,13 @@ enum Cmd {
         #[command(subcommand)]
         command: Option<QueueCmd>,
     },
+    /// Make the running instance (found by the pid file in data_dir)
+    /// re-read its config file, and print what it did.
+    Reload {
+        /// Seconds to wait for its answer.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// Operate on the quota store.
     Quota {
         #[command(subcommand)]
@@ -265,6 +272,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let out = rt.block_on(queue_command(&config, command.as_ref(), *json))?;
             print!("{out}");
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reload { wait } => {
+            // A file that does not load is said here, before any signal.
+            let config = load(&cli).context("the config file is invalid; nothing was reloaded")?;
+            let o =
+                postern::control::reload(&config.data_dir, std::time::Duration::from_secs(*wait))?;
+            if o.ok {
+                println!("postern (pid {}): {}", o.pid, o.message);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("postern (pid {}): reload refused: {}", o.pid, o.message);
+                Ok(ExitCode::from(1))
+            }
         }
         Cmd::Quota {
             command: QuotaCmd::AcceptReset,
@@ -517,28 +537,48 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
-    // SIGHUP must never end the process (its default action): the service
-    // unit's `systemctl reload` sends it. Applying a new config to a running
-    // instance is not built yet; the file is checked so that the operator
-    // learns before a restart whether it would start.
+    // SIGHUP (`systemctl reload`, `postern reload`) applies the config
+    // file to new sessions; a file that does not load is refused and the
+    // running config stays. Each outcome is logged and recorded for
+    // `postern reload` to print.
+    let pid_file = postern::control::PidFile::create(&config.data_dir)
+        .with_context(|| format!("cannot write the pid file in {}", config.data_dir.display()))?;
     let file = config.file.clone();
+    let data_dir = config.data_dir.clone();
+    let reloader = server.reloader();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             return;
         };
+        let mut generation = 0;
         while hup.recv().await.is_some() {
-            match Config::load(&file) {
-                Ok(_) => {
-                    tracing::warn!(config = %file.display(), "SIGHUP: the config file is valid; a running instance does not apply changes yet: restart to apply them")
-                }
+            generation += 1;
+            tracing::info!(config = %file.display(), "SIGHUP: reloading the config file");
+            let outcome = match Config::load(&file) {
                 Err(e) => {
-                    tracing::error!(config = %file.display(), error = %e, "SIGHUP: the config file is invalid; the running config is unchanged")
+                    tracing::error!(config = %file.display(), error = %e, "reload refused: the config file is invalid; the running config is unchanged");
+                    Err(format!("the config file is invalid: {e}"))
                 }
-            }
+                Ok(config) => {
+                    let (done, answer) = tokio::sync::oneshot::channel();
+                    if reloader
+                        .send(postern::server::ReloadRequest { config, done })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    answer
+                        .await
+                        .unwrap_or_else(|_| Err("the server is shutting down".into()))
+                }
+            };
+            postern::control::record(&data_dir, generation, &outcome);
         }
     });
     server.run().await;
+    drop(pid_file);
     Ok(())
 }
 

@@ -16,7 +16,9 @@ use std::fmt;
 
 /// How a connection is secured: plaintext, STARTTLS after the greeting, or
 /// TLS from the first byte (465, 993, 995).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     None,

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::auth::credentials::Credential;
 use crate::auth::users::Users;
@@ -104,62 +106,278 @@ impl Service {
     }
 }
 
-struct Bound {
-    service: Service,
-    listener: TcpListener,
-    /// The address as bound (port 0 resolved), with its TLS mode.
+/// Which listener a session came in on: the section, the address as
+/// configured (port 0 stays 0) and its TLS mode. A reload keeps the
+/// listeners whose key it still has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ListenerKey {
+    section: &'static str,
+    addr: SocketAddr,
+    tls: TlsMode,
+}
+
+/// A listening socket with the sessions' state, swapped by reloads.
+struct Running {
+    service: Arc<ArcSwap<Service>>,
+    /// Ends this listener's accept loop (a reload that drops it).
+    stop: CancellationToken,
     local: Bind,
+}
+
+/// What lives for the whole run, whatever the reloads: the captured mail,
+/// the fault rules, the quota store, the queue.
+struct Core {
+    capture: Arc<Capture>,
+    faults: Arc<crate::sandbox::faults::Faults>,
+    store: crate::pool::Store,
+    queue: Arc<crate::queue::Queue>,
+    shutdown: CancellationToken,
+}
+
+/// What one config makes: the sessions that start under it keep it to the
+/// end, whatever reloads come meanwhile.
+struct Generation {
+    config: Arc<Config>,
+    router: Arc<Router>,
+    tokens: Option<Arc<crate::auth::oauth::TokenManager>>,
+    services: BTreeMap<ListenerKey, (Bind, Service)>,
+}
+
+/// Asks the running server to apply a new config; answered with what the
+/// reload did, or why it was refused.
+pub struct ReloadRequest {
+    pub config: Config,
+    pub done: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 /// A server with its sockets bound, ready to run.
 pub struct Server {
-    listeners: Vec<Bound>,
+    core: Core,
+    current: Generation,
+    listeners: BTreeMap<ListenerKey, Running>,
+    pending: Vec<(ListenerKey, TcpListener, Bind)>,
     /// `[http]`: the sandbox UI and API.
     http: Option<crate::http::HttpServer>,
+    /// Its handlers' state, which a reload swaps.
+    http_state: Option<crate::http::AppState>,
     /// The queue's delivery workers.
     workers: Arc<crate::smtp::delivery::Workers>,
+    slots: Arc<Semaphore>,
     max_connections: usize,
-    shutdown: CancellationToken,
     shutdown_timeout: Duration,
+    reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
+    reload_tx: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
-async fn bind_all(
-    binds: &[Bind],
-    service: &Service,
-    out: &mut Vec<Bound>,
-) -> Result<(), ServerError> {
-    let total = binds.len();
-    for bind in binds {
-        let addr = &bind.addr;
-        let listener = match TcpListener::bind(addr).await {
-            Ok(l) => l,
-            // A machine without IPv6 cannot bind [::1]: carry on with the
-            // other addresses rather than refuse to start.
-            Err(e) if total > 1 && addr.is_ipv6() && ipv6_missing(&e) => {
-                warn!(addr = %addr, error = %e, "IPv6 loopback not available; skipping this address");
-                continue;
+async fn bind_one(bind: &Bind, total: usize) -> Result<Option<(TcpListener, Bind)>, ServerError> {
+    let addr = &bind.addr;
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        // A machine without IPv6 cannot bind [::1]: carry on with the
+        // other addresses rather than refuse to start.
+        Err(e) if total > 1 && addr.is_ipv6() && ipv6_missing(&e) => {
+            warn!(addr = %addr, error = %e, "IPv6 loopback not available; skipping this address");
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(ServerError::Bind {
+                addr: *addr,
+                source,
+            })
+        }
+    };
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: *addr,
+        source,
+    })?;
+    Ok(Some((
+        listener,
+        Bind {
+            addr: local,
+            tls: bind.tls,
+        },
+    )))
+}
+
+/// The sections of a config that only a restart applies.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |name, a: String, b: String| {
+        if a != b {
+            v.push(name);
+        }
+    };
+    check(
+        "data_dir",
+        format!("{:?}", old.data_dir),
+        format!("{:?}", new.data_dir),
+    );
+    check(
+        "log_level",
+        format!("{:?}", old.log_level),
+        format!("{:?}", new.log_level),
+    );
+    check(
+        "[http]",
+        format!("{:?}", old.http),
+        format!("{:?}", new.http),
+    );
+    check(
+        "quota_store",
+        format!("{:?}", old.quota_store),
+        format!("{:?}", new.quota_store),
+    );
+    check(
+        "key_file",
+        format!("{:?}", old.key_file),
+        format!("{:?}", new.key_file),
+    );
+    check(
+        "[queue]",
+        format!("{:?}", old.queue),
+        format!("{:?}", new.queue),
+    );
+    check(
+        "[[faults]]",
+        format!("{:?}", old.faults),
+        format!("{:?}", new.faults),
+    );
+    check(
+        "[sandbox] retention",
+        format!("{:?}", old.sandbox.retention),
+        format!("{:?}", new.sandbox.retention),
+    );
+    v
+}
+
+impl Generation {
+    /// Everything the sessions of `config` share. `previous` is the
+    /// generation running now, if any: its token manager and its
+    /// connection gates are kept where the config leaves them unchanged.
+    async fn build(
+        config: &Config,
+        core: &Core,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, ServerError> {
+        let missing = crate::auth::credentials::missing_secrets(config);
+        if !missing.is_empty() {
+            return Err(ServerError::Secrets(missing));
+        }
+        let needs_tls = [&config.smtp, &config.imap, &config.pop3]
+            .into_iter()
+            .flatten()
+            .any(crate::config::Listener::uses_tls)
+            || config.sandbox.pop3.iter().any(|b| b.tls != TlsMode::None);
+        let acceptor = if needs_tls {
+            Some(TlsAcceptor::from(crate::tls::server_config(
+                config.tls.as_ref(),
+                &config.data_dir,
+            )?))
+        } else {
+            None
+        };
+        let users = Arc::new(Users::new(&config.users, &config.limits));
+        // Built-in OAuth accounts share one token manager (None without any).
+        let tokens = match previous.and_then(|p| p.tokens.as_ref()) {
+            Some(m) if m.serves(config) => Some(m.clone()),
+            _ => crate::auth::oauth::TokenManager::from_config(config)?,
+        };
+        let mut router = Router::with_tokens(config, core.capture.clone(), tokens.as_ref())?;
+        if let Some(p) = previous {
+            router.keep_gates(&p.router);
+        }
+        let pools = Arc::new(crate::pool::Pools::new(config, core.store.clone())?);
+        // A start or a reload is when credentials change: give auth-parked
+        // mailboxes another chance.
+        for a in config.accounts.keys() {
+            if let Err(e) = pools.unpark(a, Some(crate::pool::ParkKind::Auth)).await {
+                warn!(account = %a, error = %e, "could not clear an auth parking");
             }
-            Err(source) => {
-                return Err(ServerError::Bind {
-                    addr: *addr,
-                    source,
-                })
+        }
+        router.set_pools(config, pools);
+        router.set_queue(core.queue.clone());
+        let router = Arc::new(router);
+        let mut services = BTreeMap::new();
+        let mut add = |section: &'static str, binds: &[Bind], service: Service| {
+            for b in binds {
+                let key = ListenerKey {
+                    section,
+                    addr: b.addr,
+                    tls: b.tls,
+                };
+                services.insert(key, (*b, service.clone()));
             }
         };
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: *addr,
-            source,
-        })?;
-        out.push(Bound {
-            service: service.clone(),
-            listener,
-            local: Bind {
-                addr,
-                tls: bind.tls,
-            },
-        });
+        if let Some(l) = &config.smtp {
+            let smtp = Service::Smtp(Arc::new(SmtpContext {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                router: router.clone(),
+                acceptor: acceptor.clone(),
+                anonymous: l.anonymous.clone(),
+                faults: core.faults.clone(),
+                shutdown: core.shutdown.clone(),
+            }));
+            add("smtp", &l.binds, smtp);
+        }
+        // The readers share the SMTP side's credential (and its token cache).
+        let credential = |a: &crate::config::Account| {
+            router
+                .account(&a.name)
+                .map(|r| r.cfg.credential.clone())
+                .or_else(|| Credential::for_account(a, tokens.as_ref()))
+        };
+        let readers = |pick: fn(&crate::config::Account) -> Option<&crate::config::Service>| {
+            let mut accounts = BTreeMap::new();
+            for a in config.accounts.values().filter(|a| a.enabled) {
+                if let Some(acct) =
+                    MailboxServer::of(a, pick(a), credential(a), config.limits.upstream_timeout)?
+                {
+                    accounts.insert(a.name.clone(), Arc::new(acct));
+                }
+            }
+            Ok::<_, ServerError>(accounts)
+        };
+        if let Some(imap) = &config.imap {
+            let service = Service::Imap(Arc::new(ImapContext {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                accounts: readers(|a| a.imap.as_ref())?,
+                acceptor: acceptor.clone(),
+                shutdown: core.shutdown.clone(),
+            }));
+            add("imap", &imap.binds, service);
+        }
+        let pop3 = |accounts, sandbox| {
+            Service::Pop3(Arc::new(Pop3Context {
+                hostname: config.hostname.clone(),
+                limits: config.limits.clone(),
+                users: users.clone(),
+                accounts,
+                sandbox,
+                acceptor: acceptor.clone(),
+                shutdown: core.shutdown.clone(),
+            }))
+        };
+        if let Some(l) = &config.pop3 {
+            add("pop3", &l.binds, pop3(readers(|a| a.pop3.as_ref())?, None));
+        }
+        if !config.sandbox.pop3.is_empty() {
+            add(
+                "sandbox.pop3",
+                &config.sandbox.pop3,
+                pop3(BTreeMap::new(), Some(core.capture.clone())),
+            );
+        }
+        Ok(Generation {
+            config: Arc::new(config.clone()),
+            router,
+            tokens,
+            services,
+        })
     }
-    Ok(())
 }
 
 impl Server {
@@ -182,19 +400,6 @@ impl Server {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let needs_tls = [&config.smtp, &config.imap, &config.pop3]
-            .into_iter()
-            .flatten()
-            .any(crate::config::Listener::uses_tls)
-            || config.sandbox.pop3.iter().any(|b| b.tls != TlsMode::None);
-        let acceptor = if needs_tls {
-            Some(TlsAcceptor::from(crate::tls::server_config(
-                config.tls.as_ref(),
-                &config.data_dir,
-            )?))
-        } else {
-            None
-        };
         let capture_dir = config.data_dir.join("capture");
         let capture =
             Capture::open_with(&capture_dir, config.sandbox.retention).map_err(|source| {
@@ -213,21 +418,8 @@ impl Server {
         );
         // The connection caps of a previous run are not this one's.
         let _ = std::fs::remove_file(config.data_dir.join(crate::gate::BOARD_FILE));
-        let users = Arc::new(Users::new(&config.users, &config.limits));
-        // Built-in OAuth accounts share one token manager (None without any).
-        let tokens = crate::auth::oauth::TokenManager::from_config(config)?;
-        let mut router = Router::with_tokens(config, capture.clone(), tokens.as_ref())?;
         let store = crate::pool::Store::open(config).await?;
         info!(store = %store.describe(), "quota store");
-        let pools = Arc::new(crate::pool::Pools::new(config, store)?);
-        // A restart is when credentials change: give auth-parked mailboxes
-        // another chance.
-        for a in config.accounts.keys() {
-            if let Err(e) = pools.unpark(a, Some(crate::pool::ParkKind::Auth)).await {
-                warn!(account = %a, error = %e, "could not clear an auth parking");
-            }
-        }
-        router.set_pools(config, pools);
         let queue_file = config.data_dir.join(crate::queue::QUEUE_FILE);
         let queue = crate::queue::Queue::open(
             &queue_file,
@@ -241,127 +433,204 @@ impl Server {
             let ids: Vec<String> = crashed.iter().map(|i| i.to_string()).collect();
             warn!(ids = %ids.join(" "), "queued messages were being delivered when Postern last stopped: retrying them; they may arrive twice");
         }
-        let queue = Arc::new(queue);
-        router.set_queue(queue.clone());
-        let router = Arc::new(router);
-        let workers = crate::smtp::delivery::Workers::new(config, router.clone(), queue);
-        let mut listeners = Vec::new();
-
-        if let Some(l) = &config.smtp {
-            let smtp = Service::Smtp(Arc::new(SmtpContext {
-                hostname: config.hostname.clone(),
-                limits: config.limits.clone(),
-                users: users.clone(),
-                router: router.clone(),
-                acceptor: acceptor.clone(),
-                anonymous: l.anonymous.clone(),
-                faults: faults.clone(),
-                shutdown: shutdown.clone(),
-            }));
-            bind_all(&l.binds, &smtp, &mut listeners).await?;
-        }
-
-        // The readers share the SMTP side's credential (and its token cache).
-        let credential = |a: &crate::config::Account| {
-            router
-                .account(&a.name)
-                .map(|r| r.cfg.credential.clone())
-                .or_else(|| Credential::for_account(a, tokens.as_ref()))
-        };
-        if let Some(imap) = &config.imap {
-            let mut accounts = BTreeMap::new();
-            for a in config.accounts.values().filter(|a| a.enabled) {
-                if let Some(acct) = MailboxServer::of(
-                    a,
-                    a.imap.as_ref(),
-                    credential(a),
-                    config.limits.upstream_timeout,
-                )? {
-                    accounts.insert(a.name.clone(), Arc::new(acct));
-                }
-            }
-            let service = Service::Imap(Arc::new(ImapContext {
-                hostname: config.hostname.clone(),
-                limits: config.limits.clone(),
-                users: users.clone(),
-                accounts,
-                acceptor: acceptor.clone(),
-                shutdown: shutdown.clone(),
-            }));
-            bind_all(&imap.binds, &service, &mut listeners).await?;
-        }
-        if let Some(pop3) = &config.pop3 {
-            let mut accounts = BTreeMap::new();
-            for a in config.accounts.values().filter(|a| a.enabled) {
-                if let Some(acct) = MailboxServer::of(
-                    a,
-                    a.pop3.as_ref(),
-                    credential(a),
-                    config.limits.upstream_timeout,
-                )? {
-                    accounts.insert(a.name.clone(), Arc::new(acct));
-                }
-            }
-            let service = Service::Pop3(Arc::new(Pop3Context {
-                hostname: config.hostname.clone(),
-                limits: config.limits.clone(),
-                users: users.clone(),
-                accounts,
-                sandbox: None,
-                acceptor: acceptor.clone(),
-                shutdown: shutdown.clone(),
-            }));
-            bind_all(&pop3.binds, &service, &mut listeners).await?;
-        }
-        if !config.sandbox.pop3.is_empty() {
-            let service = Service::Pop3(Arc::new(Pop3Context {
-                hostname: config.hostname.clone(),
-                limits: config.limits.clone(),
-                users: users.clone(),
-                accounts: BTreeMap::new(),
-                sandbox: Some(capture.clone()),
-                acceptor: acceptor.clone(),
-                shutdown: shutdown.clone(),
-            }));
-            bind_all(&config.sandbox.pop3, &service, &mut listeners).await?;
-        }
-        let http =
-            crate::http::HttpServer::bind(config, capture.clone(), faults, router.clone()).await?;
-        Ok(Server {
-            http,
-            listeners,
-            max_connections: config.limits.max_connections,
+        let core = Core {
+            capture,
+            faults,
+            store,
+            queue: Arc::new(queue),
             shutdown,
-            shutdown_timeout: config.limits.shutdown_timeout,
+        };
+        let current = Generation::build(config, &core, None).await?;
+        let workers =
+            crate::smtp::delivery::Workers::new(config, current.router.clone(), core.queue.clone());
+        let mut pending = Vec::new();
+        for (key, (bind, _)) in &current.services {
+            let total = current
+                .services
+                .keys()
+                .filter(|k| k.section == key.section)
+                .count();
+            if let Some((l, local)) = bind_one(bind, total).await? {
+                pending.push((*key, l, local));
+            }
+        }
+        let http = crate::http::HttpServer::bind(
+            config,
+            core.capture.clone(),
+            core.faults.clone(),
+            current.router.clone(),
+        )
+        .await?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        Ok(Server {
+            core,
+            current,
+            listeners: BTreeMap::new(),
+            pending,
+            http_state: http.as_ref().map(crate::http::HttpServer::state),
+            http,
             workers,
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            max_connections: config.limits.max_connections,
+            shutdown_timeout: config.limits.shutdown_timeout,
+            reloads,
+            reload_tx,
         })
     }
+
+    /// Where reloads are asked for (SIGHUP in `main`).
+    pub fn reloader(&self) -> tokio::sync::mpsc::Sender<ReloadRequest> {
+        self.reload_tx.clone()
+    }
+
+    fn start_listener(
+        &mut self,
+        key: ListenerKey,
+        listener: TcpListener,
+        local: Bind,
+        service: Service,
+        tracker: &TaskTracker,
+        ids: &Arc<AtomicU64>,
+    ) {
+        info!(proto = service.proto().as_str(), addr = %local.addr, tls = %local.tls, "listening");
+        let running = Running {
+            service: Arc::new(ArcSwap::from_pointee(service)),
+            stop: self.core.shutdown.child_token(),
+            local,
+        };
+        tracker.spawn(accept_loop(
+            listener,
+            running.service.clone(),
+            local,
+            running.stop.clone(),
+            tracker.clone(),
+            self.slots.clone(),
+            ids.clone(),
+        ));
+        self.listeners.insert(key, running);
+    }
+
+    /// Apply `config` to new sessions, or refuse it and keep the old one.
+    async fn reload(
+        &mut self,
+        config: Config,
+        tracker: &TaskTracker,
+        ids: &Arc<AtomicU64>,
+    ) -> Result<String, ServerError> {
+        let next = Generation::build(&config, &self.core, Some(&self.current)).await?;
+        // Bind the new addresses first: one that cannot be bound refuses
+        // the whole reload, and the sockets bound so far are dropped.
+        let mut opened = Vec::new();
+        for (key, (bind, _)) in &next.services {
+            if !self.listeners.contains_key(key) {
+                let total = next
+                    .services
+                    .keys()
+                    .filter(|k| k.section == key.section)
+                    .count();
+                if let Some((l, local)) = bind_one(bind, total).await? {
+                    opened.push((*key, l, local));
+                }
+            }
+        }
+        // Nothing below can fail: the new config takes over.
+        let mut closed = 0;
+        self.listeners.retain(|key, r| {
+            if next.services.contains_key(key) {
+                return true;
+            }
+            info!(addr = %r.local.addr, "reload: no longer listening here");
+            r.stop.cancel();
+            closed += 1;
+            false
+        });
+        for (key, r) in &self.listeners {
+            if let Some((_, service)) = next.services.get(key) {
+                r.service.store(Arc::new(service.clone()));
+            }
+        }
+        let added = opened.len();
+        for (key, l, local) in opened {
+            let service = next.services[&key].1.clone();
+            self.start_listener(key, l, local, service, tracker, ids);
+        }
+        let want = config.limits.max_connections;
+        if want > self.max_connections {
+            self.slots.add_permits(want - self.max_connections);
+        } else if want < self.max_connections {
+            // Taken as sessions end, and never given back.
+            let fewer = (self.max_connections - want) as u32;
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        self.max_connections = want;
+        self.shutdown_timeout = config.limits.shutdown_timeout;
+        self.workers.reload(&config, next.router.clone());
+        if let Some(h) = &self.http_state {
+            h.reload(&config, next.router.clone());
+        }
+        let later = restart_only(&self.current.config, &config);
+        if !later.is_empty() {
+            warn!(sections = %later.join(", "), "reload: these settings changed and take effect only at a restart");
+        }
+        self.current = next;
+        Ok(format!(
+            "reloaded: {} users, {} accounts, {} pools; {} listeners opened, {} closed{}",
+            config.users.len(),
+            config.accounts.len(),
+            config.pools.len(),
+            added,
+            closed,
+            if later.is_empty() {
+                String::new()
+            } else {
+                format!("; needs a restart: {}", later.join(", "))
+            }
+        ))
+    }
+
     /// Accept until shutdown is requested, then give sessions in flight up to
     /// `shutdown_timeout` to finish.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         raise_nofile_limit();
         let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(self.max_connections));
         let ids = Arc::new(AtomicU64::new(1));
-        for b in self.listeners {
-            info!(proto = b.service.proto().as_str(), addr = %b.local.addr, tls = %b.local.tls, "listening");
-            tracker.spawn(accept_loop(
-                b,
-                self.shutdown.clone(),
-                tracker.clone(),
-                slots.clone(),
-                ids.clone(),
-            ));
+        for (key, l, local) in std::mem::take(&mut self.pending) {
+            let service = self.current.services[&key].1.clone();
+            self.start_listener(key, l, local, service, &tracker, &ids);
         }
         tracker.spawn(
             self.workers
                 .clone()
-                .run(self.shutdown.clone(), self.shutdown_timeout),
+                .run(self.core.shutdown.clone(), self.shutdown_timeout),
         );
-        if let Some(http) = self.http {
-            tracker.spawn(http.run(self.shutdown.clone()));
+        if let Some(http) = self.http.take() {
+            tracker.spawn(http.run(self.core.shutdown.clone()));
         }
-        self.shutdown.cancelled().await;
+        let shutdown = self.core.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(req) = self.reloads.recv() => {
+                    let file = req.config.file.display().to_string();
+                    let answer = match self.reload(req.config, &tracker, &ids).await {
+                        Ok(done) => {
+                            info!(config = %file, "{done}");
+                            Ok(done)
+                        }
+                        Err(e) => {
+                            error!(config = %file, error = %e, "reload refused; the running config is unchanged");
+                            Err(e.to_string())
+                        }
+                    };
+                    let _ = req.done.send(answer);
+                }
+            }
+        }
         info!(
             in_flight = tracker.len(),
             "shutting down: no new connections; waiting for sessions in flight"
@@ -381,17 +650,18 @@ impl Server {
 }
 
 async fn accept_loop(
-    b: Bound,
-    shutdown: CancellationToken,
+    listener: TcpListener,
+    slot: Arc<ArcSwap<Service>>,
+    local: Bind,
+    stop: CancellationToken,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
     ids: Arc<AtomicU64>,
 ) {
-    let proto = b.service.proto();
     loop {
         let accepted = tokio::select! {
-            r = b.listener.accept() => r,
-            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -403,12 +673,15 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The session keeps the config in force now to its end.
+        let service = Service::clone(&slot.load());
+        let proto = service.proto();
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("conn", session = id, proto = proto.as_str(), %peer, user = tracing::field::Empty);
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let tls = b.local.tls;
+                let tls = local.tls;
                 tracker.spawn(
                     async move {
                         warn!("too many connections; refusing");
@@ -419,8 +692,6 @@ async fn accept_loop(
                 continue;
             }
         };
-        let service = b.service.clone();
-        let local = b.local;
         tracker.spawn(
             async move {
                 let _permit = permit;

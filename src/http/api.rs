@@ -443,7 +443,8 @@ pub(super) async fn release_to(
     via: Option<SendVia>,
     to: Vec<String>,
 ) -> Response {
-    let Some(via) = via.or_else(|| s.release_via.clone()) else {
+    let view = s.view();
+    let Some(via) = via.or_else(|| view.release_via.clone()) else {
         return error(
             StatusCode::BAD_REQUEST,
             "no route to release through: give {\"via\": \"ACCOUNT\"} or set [sandbox] release_via",
@@ -455,7 +456,7 @@ pub(super) async fn release_to(
             "release goes through an account or a pool, not capture",
         );
     }
-    let Some(route) = s.router.route(&via) else {
+    let Some(route) = view.router.route(&via) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("{via} is not configured or has no usable credential"),
@@ -496,7 +497,7 @@ pub(super) async fn release_to(
             head.user.clone()
         },
         inbox: head.inbox.clone(),
-        helo: s.hostname.clone(),
+        helo: view.hostname.clone(),
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     };
     let params = MailParams::default();
@@ -574,7 +575,7 @@ async fn inboxes(State(s): State<AppState>) -> Response {
             Err(e) => return internal(e),
         };
     // Configured inboxes are listed even while empty.
-    for i in s.inboxes.values() {
+    for i in s.view().inboxes.values() {
         counts
             .entry(i.clone())
             .or_insert(crate::sandbox::index::InboxCount {

@@ -13,7 +13,6 @@ pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -72,31 +71,12 @@ impl HttpServer {
                 })?;
             listeners.push(l);
         }
-        let state = Arc::new(Shared {
-            config: Arc::new(config.clone()),
-            capture,
-            faults,
-            router,
-            release_via: config.sandbox.release_via.clone(),
-            release_choices: config
-                .accounts
-                .keys()
-                .cloned()
-                .chain(config.pools.keys().map(|p| format!("pool:{p}")))
-                .collect(),
-            inboxes: config
-                .users
-                .values()
-                .map(|u| (u.name.clone(), u.inbox.clone()))
-                .collect(),
-            hostname: config.hostname.clone(),
-            started: Instant::now(),
-            auth: Auth {
-                password_hash: h.password_hash.clone(),
-                token,
-                verified: Mutex::default(),
-            },
-        });
+        let auth = Auth {
+            password_hash: h.password_hash.clone(),
+            token,
+            verified: Mutex::default(),
+        };
+        let state = Arc::new(Shared::new(config, router, capture, faults, auth));
         Ok(Some(HttpServer { listeners, state }))
     }
 
@@ -116,6 +96,11 @@ impl HttpServer {
     }
 
     /// Serves until `shutdown`.
+    /// What a reload swaps (see [`Shared::reload`]).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = Vec::new();
         for l in self.listeners {

@@ -27,7 +27,8 @@ pub fn routes() -> axum::Router<AppState> {
 
 /// Why Postern cannot serve as it should now, if it cannot.
 async fn not_ready(s: &AppState) -> Option<String> {
-    let pools = s.router.pools()?;
+    let view = s.view();
+    let pools = view.router.pools()?;
     if let Err(e) = pools.ping().await {
         return Some(format!("quota store unreachable: {e}"));
     }
@@ -50,10 +51,11 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 async fn status(State(s): State<AppState>) -> Response {
-    let (Some(pools), Some(queue)) = (s.router.pools(), s.router.queue()) else {
+    let view = s.view();
+    let (Some(pools), Some(queue)) = (view.router.pools(), view.router.queue()) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "status is not available\n");
     };
-    match crate::status::json(&s.config, pools, queue).await {
+    match crate::status::json(&view.config, pools, queue).await {
         Ok(v) => {
             let mut b = serde_json::to_vec_pretty(&v).unwrap_or_default();
             b.push(b'\n');
@@ -82,7 +84,8 @@ fn one(key: &'static str, value: &str) -> Labels {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut r = crate::metrics::METRICS.registry();
     let now = jiff::Timestamp::now();
-    if let Some(pools) = s.router.pools() {
+    let view = s.view();
+    if let Some(pools) = view.router.pools() {
         let up = match (pools.ping().await, pools.status(now).await) {
             (Ok(()), Ok(st)) => {
                 let acc = &st.accounts;
@@ -132,7 +135,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             gauges([(Vec::new(), up)]),
         );
     }
-    let caps: Vec<_> = s.router.accounts().map(|a| a.gate_status()).collect();
+    let caps: Vec<_> = view.router.accounts().map(|a| a.gate_status()).collect();
     r.register(
         "upstream_connections_open",
         "Upstream SMTP connections open now (in use or warm)",
@@ -149,7 +152,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
                 .map(|c| (one("account", &c.account), c.cap as f64)),
         ),
     );
-    if let Some(q) = s.router.queue() {
+    if let Some(q) = view.router.queue() {
         if let Ok(routes) = q.summary().await {
             r.register(
                 "queue_messages",

@@ -5,23 +5,31 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::capture::Capture;
-use crate::config::SendVia;
+use crate::config::{Config, SendVia};
 use crate::sandbox::faults::Faults;
 use crate::secret::Secret;
 use crate::smtp::route::Router;
 
 /// What every request handler shares.
 pub struct Shared {
-    /// The config this listener was started with.
-    pub config: Arc<crate::config::Config>,
+    /// What the running config decides; a reload swaps it.
+    view: ArcSwap<View>,
     pub capture: Arc<Capture>,
     pub faults: Arc<Faults>,
+    pub started: Instant,
+    pub(super) auth: Auth,
+}
+
+/// The part of [`Shared`] that comes from the config (one reload's worth).
+pub struct View {
+    pub config: Arc<Config>,
     pub router: Arc<Router>,
     /// `[sandbox] release_via`.
     pub release_via: Option<SendVia>,
@@ -31,8 +39,36 @@ pub struct Shared {
     /// Each local user's inbox (for the UI's switcher and POP3).
     pub inboxes: BTreeMap<String, String>,
     pub hostname: String,
-    pub started: Instant,
-    pub(super) auth: Auth,
+}
+
+impl View {
+    pub fn new(config: &Config, router: Arc<Router>) -> View {
+        View {
+            config: Arc::new(config.clone()),
+            router,
+            release_via: config.sandbox.release_via.clone(),
+            release_choices: config
+                .accounts
+                .keys()
+                .cloned()
+                .chain(config.pools.keys().map(|p| format!("pool:{p}")))
+                .collect(),
+            inboxes: config
+                .users
+                .values()
+                .map(|u| (u.name.clone(), u.inbox.clone()))
+                .collect(),
+            hostname: config.hostname.clone(),
+        }
+    }
+
+    /// The inbox a local user's mail goes to.
+    pub fn inbox_of(&self, user: &str) -> String {
+        self.inboxes
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| user.to_owned())
+    }
 }
 
 /// How requests must identify themselves (nothing on loopback-only setups).
@@ -124,6 +160,32 @@ pub(super) async fn authorize(State(s): State<AppState>, req: Request, next: Nex
 }
 
 impl Shared {
+    pub(super) fn new(
+        config: &Config,
+        router: Arc<Router>,
+        capture: Arc<Capture>,
+        faults: Arc<Faults>,
+        auth: Auth,
+    ) -> Shared {
+        Shared {
+            view: ArcSwap::from_pointee(View::new(config, router)),
+            capture,
+            faults,
+            started: Instant::now(),
+            auth,
+        }
+    }
+
+    /// The config in force now (a handler loads it once and keeps it).
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Requests from now on see `config` and `router`.
+    pub fn reload(&self, config: &Config, router: Arc<Router>) {
+        self.view.store(Arc::new(View::new(config, router)));
+    }
+
     pub(super) async fn authorized(&self, given: &str) -> bool {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(given.as_bytes()).into();
@@ -177,14 +239,6 @@ impl Shared {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         ok
-    }
-
-    /// The inbox a local user's mail goes to.
-    pub fn inbox_of(&self, user: &str) -> String {
-        self.inboxes
-            .get(user)
-            .cloned()
-            .unwrap_or_else(|| user.to_owned())
     }
 }
 

@@ -170,7 +170,7 @@ fn page(title: &str, body_attrs: &str, bar: &str, main: &str) -> Response {
 /// The top bar: the name, the inbox switcher and the search box.
 async fn bar(s: &AppState, inbox: &str, q: &str) -> String {
     let mut counts = s.capture.index().inboxes().await.unwrap_or_default();
-    for name in s.inboxes.values() {
+    for name in s.view().inboxes.values() {
         if !counts.iter().any(|c| &c.name == name) {
             counts.push(crate::sandbox::index::InboxCount {
                 name: name.clone(),
@@ -500,11 +500,16 @@ async fn view(
          <label for=\"release-via\">through</label><select id=\"release-via\" name=\"via\">",
         esc(&head.rcpts.join(", "))
     );
-    let default = s.release_via.as_ref().map(SendVia::key).unwrap_or_default();
-    if s.release_choices.is_empty() {
+    let view = s.view();
+    let default = view
+        .release_via
+        .as_ref()
+        .map(SendVia::key)
+        .unwrap_or_default();
+    if view.release_choices.is_empty() {
         m.push_str("<option value=\"\">(no account configured)</option>");
     }
-    for c in &s.release_choices {
+    for c in &view.release_choices {
         let _ = write!(
             m,
             "<option value=\"{v}\"{sel}>{v}</option>",
@@ -515,7 +520,7 @@ async fn view(
     let _ = write!(
         m,
         "</select><button type=\"submit\" id=\"release\"{}>Release</button></form></div>",
-        if s.release_choices.is_empty() {
+        if view.release_choices.is_empty() {
             " disabled"
         } else {
             ""

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -34,15 +35,37 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// The delivery workers of one queue.
 pub struct Workers {
-    router: Arc<Router>,
+    /// What the config decides; a reload swaps it, a delivery in flight
+    /// keeps the one it started with.
+    settings: ArcSwap<Settings>,
     queue: Arc<Queue>,
+    /// Routes that said they have no room, until when.
+    held: Mutex<HashMap<String, Timestamp>>,
+    slots: Arc<Semaphore>,
+}
+
+/// The part of the workers that comes from the config.
+struct Settings {
+    router: Arc<Router>,
     cfg: QueueConfig,
     hostname: String,
     /// Each user's `bounce`, when it has one.
     bounces: BTreeMap<String, Bounce>,
-    /// Routes that said they have no room, until when.
-    held: Mutex<HashMap<String, Timestamp>>,
-    slots: Arc<Semaphore>,
+}
+
+impl Settings {
+    fn new(config: &Config, router: Arc<Router>) -> Settings {
+        Settings {
+            router,
+            cfg: config.queue.clone(),
+            hostname: config.hostname.clone(),
+            bounces: config
+                .users
+                .values()
+                .filter_map(|u| u.bounce.clone().map(|b| (u.name.clone(), b)))
+                .collect(),
+        }
+    }
 }
 
 /// What happened to one recipient.
@@ -59,15 +82,8 @@ fn ms(d: Duration) -> jiff::SignedDuration {
 impl Workers {
     pub fn new(config: &Config, router: Arc<Router>, queue: Arc<Queue>) -> Arc<Workers> {
         Arc::new(Workers {
-            router,
+            settings: ArcSwap::from_pointee(Settings::new(config, router)),
             queue,
-            cfg: config.queue.clone(),
-            hostname: config.hostname.clone(),
-            bounces: config
-                .users
-                .values()
-                .filter_map(|u| u.bounce.clone().map(|b| (u.name.clone(), b)))
-                .collect(),
             held: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.queue.workers)),
         })
@@ -76,6 +92,12 @@ impl Workers {
     /// Deliver until `shutdown`; deliveries in flight then get up to
     /// `grace` to finish (what is cut off is found in flight at the next
     /// start and retried, marked as possibly delivered twice).
+    /// Deliveries that start from now on use `config` and `router` (the
+    /// number of workers stays as started).
+    pub fn reload(&self, config: &Config, router: Arc<Router>) {
+        self.settings.store(Arc::new(Settings::new(config, router)));
+    }
+
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let mut tasks = tokio::task::JoinSet::new();
         // Handed to a worker and not finished: not to be handed out again.
@@ -195,14 +217,15 @@ impl Workers {
     /// One delivery attempt of `m`.
     async fn deliver(&self, m: Claimed) {
         let id = m.entry.id;
+        let live = self.settings.load_full();
         let now = Timestamp::now();
         let age: Duration = (now - m.entry.received)
             .try_into()
             .unwrap_or(Duration::ZERO);
-        if age > self.cfg.max_queue_age {
+        if age > live.cfg.max_queue_age {
             let why = format!(
                 "not delivered within max_queue_age ({}); last error: {}",
-                humantime::format_duration(self.cfg.max_queue_age),
+                humantime::format_duration(live.cfg.max_queue_age),
                 m.entry.last_error.as_deref().unwrap_or("none")
             );
             let failed: Vec<Failed> = m
@@ -221,7 +244,7 @@ impl Workers {
             return;
         }
         let via = SendVia::from_key(&m.entry.route);
-        let Some(route) = self.router.route(&via) else {
+        let Some(route) = live.router.route(&via) else {
             let why = format!(
                 "route {} is not configured or has no usable account",
                 m.entry.route
@@ -349,7 +372,7 @@ impl Workers {
         let (next, attempt) = match room_at {
             Some(t) if t > now => (t, false),
             _ => (
-                now.checked_add(ms(self.cfg.backoff(m.entry.attempts + 1)))
+                now.checked_add(ms(self.settings.load().cfg.backoff(m.entry.attempts + 1)))
                     .unwrap_or(now),
                 true,
             ),
@@ -374,7 +397,8 @@ impl Workers {
     /// Queue a delivery report for `failed` on the message's route, to the
     /// sender (or the configured address); none for a report itself.
     async fn bounce(&self, m: &Claimed, failed: &[Failed]) {
-        let target = match self.bounces.get(&m.entry.user).unwrap_or(&self.cfg.bounce) {
+        let live = self.settings.load_full();
+        let target = match live.bounces.get(&m.entry.user).unwrap_or(&live.cfg.bounce) {
             Bounce::None => None,
             Bounce::Sender => Some(m.entry.mail_from.clone()).filter(|s| !s.is_empty()),
             Bounce::Address(a) => Some(a.clone()),
@@ -385,14 +409,14 @@ impl Workers {
         }
         let Some(to) = target else { return };
         let via = SendVia::from_key(&m.entry.route);
-        let address = self
+        let address = live
             .router
             .route_address(&via)
-            .unwrap_or_else(|| format!("postmaster@{}", self.hostname));
+            .unwrap_or_else(|| format!("postmaster@{}", live.hostname));
         let from = format!("\"Mail Delivery System\" <{address}>");
         let now = Timestamp::now();
         let body = dsn::build(&dsn::Report {
-            reporting_mta: &self.hostname,
+            reporting_mta: &live.hostname,
             from: &from,
             to: &to,
             queue_id: &m.entry.id.to_string(),
@@ -411,7 +435,7 @@ impl Workers {
                 smtputf8: false,
             },
             rcpts: vec![to.clone()],
-            helo: self.hostname.clone(),
+            helo: live.hostname.clone(),
             peer: "127.0.0.1:0".into(),
             body,
         };

@@ -148,6 +148,16 @@ impl Router {
         })
     }
 
+    /// After a reload: accounts whose caps are unchanged keep counting their
+    /// upstream connections against `old`'s gates.
+    pub fn keep_gates(&mut self, old: &Router) {
+        for (name, relay) in self.accounts.iter_mut() {
+            if let (Some(new), Some(prev)) = (Arc::get_mut(relay), old.accounts.get(name)) {
+                new.keep_gate(prev);
+            }
+        }
+    }
+
     /// Attach the quota counters: account sends are counted and pools routed.
     pub fn set_pools(&mut self, config: &Config, pools: Arc<Pools>) {
         self.pool_routes.clear();

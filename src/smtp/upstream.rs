@@ -591,6 +591,15 @@ impl AccountRelay {
     pub fn gate_status(&self) -> crate::gate::GateStatus {
         self.gate.status()
     }
+
+    /// Count against `old`'s gate when the caps are unchanged: the
+    /// connections that sessions of the previous config still hold then
+    /// stay under the one cap.
+    pub fn keep_gate(&mut self, old: &AccountRelay) {
+        if self.gate.same_caps(&old.gate) {
+            self.gate = old.gate.clone();
+        }
+    }
 }
 
 impl std::fmt::Debug for AccountRelay {

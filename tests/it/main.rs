@@ -25,6 +25,7 @@ mod providers;
 mod queue;
 mod relay;
 mod relay_failures;
+mod reload;
 mod sandbox;
 mod selfsigned;
 mod service_unit;

@@ -208,32 +208,3 @@ fn readyz_follows_the_quota_store() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-
-/// `systemctl reload` sends SIGHUP: the process keeps serving, checks the
-/// file and says whether it would start (applying it live is not built).
-#[test]
-fn sighup_keeps_serving_and_checks_the_file() {
-    let mut p = Postern::start(&sandbox_config(""), 2);
-    p.signal("HUP");
-    assert!(
-        p.wait_log("SIGHUP: the config file is valid", Duration::from_secs(10)),
-        "{}",
-        p.logs()
-    );
-    assert!(p.is_running());
-    assert!(send(&p, &simple(&marker("hup"))).starts_with("sent"));
-    let good = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(&p.config, "this is [not toml").unwrap();
-    p.signal("HUP");
-    assert!(
-        p.wait_log(
-            "SIGHUP: the config file is invalid",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        p.logs()
-    );
-    assert!(p.is_running());
-    assert!(send(&p, &simple(&marker("hup2"))).starts_with("sent"));
-    std::fs::write(&p.config, good).unwrap();
-}

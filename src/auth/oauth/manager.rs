@@ -116,17 +116,37 @@ impl std::fmt::Debug for TokenManager {
     }
 }
 
+fn builtin_accounts(config: &Config) -> Vec<&Account> {
+    config
+        .accounts
+        .values()
+        .filter(|a| a.enabled && uses_builtin(a))
+        .collect()
+}
+
 impl TokenManager {
+    /// Whether `config` has exactly the built-in OAuth accounts, with the
+    /// same settings, that this manager serves: a reload keeps the manager
+    /// (its cached tokens and its one refresh in flight per account) then.
+    pub fn serves(&self, config: &Config) -> bool {
+        let builtin = builtin_accounts(config);
+        self.data_dir == config.data_dir
+            && builtin.len() == self.accounts.len()
+            && builtin.iter().all(|a| {
+                let (Some(e), Ok(s)) = (self.accounts.get(&a.name), OAuthSettings::resolve(a))
+                else {
+                    return false;
+                };
+                format!("{s:?}") == format!("{:?}", e.settings)
+            })
+    }
+
     /// The manager for the config's built-in OAuth accounts; None when no
     /// account uses built-in OAuth (then no key or store is touched).
     /// Opens the store (making its key on first use) and reads every
     /// account's saved tokens, so a wrong key stops the start at once.
     pub fn from_config(config: &Config) -> Result<Option<Arc<TokenManager>>, OAuthError> {
-        let builtin: Vec<&Account> = config
-            .accounts
-            .values()
-            .filter(|a| a.enabled && uses_builtin(a))
-            .collect();
+        let builtin = builtin_accounts(config);
         if builtin.is_empty() {
             return Ok(None);
         }
