@@ -17,6 +17,7 @@ pub mod conn;
 pub mod control;
 pub mod db;
 pub mod doctor;
+pub mod events;
 pub mod gate;
 pub mod http;
 pub mod imap;

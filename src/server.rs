@@ -441,6 +441,7 @@ impl Server {
             shutdown,
         };
         let current = Generation::build(config, &core, None).await?;
+        crate::events::configure(&config.events, &config.hostname);
         let workers =
             crate::smtp::delivery::Workers::new(config, current.router.clone(), core.queue.clone());
         let mut pending = Vec::new();
@@ -570,6 +571,7 @@ impl Server {
         self.max_connections = want;
         self.shutdown_timeout = config.limits.shutdown_timeout;
         self.workers.reload(&config, next.router.clone());
+        crate::events::configure(&config.events, &config.hostname);
         if let Some(h) = &self.http_state {
             h.reload(&config, next.router.clone());
         }

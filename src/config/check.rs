@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawAccount, RawBind, RawConfig, RawEndpoint, RawHttp, RawLimits, RawListener, RawPool, RawPop3,
-    RawQueue, RawSandbox, RawUser,
+    RawAccount, RawBind, RawConfig, RawEndpoint, RawEvents, RawHttp, RawLimits, RawListener,
+    RawPool, RawPop3, RawQueue, RawSandbox, RawUser,
 };
 use super::types::*;
 use crate::pattern::{Net, Pattern};
@@ -114,6 +114,7 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         return Err(c.err("faults", e));
     }
     let queue = check_queue(&c, raw.queue)?;
+    let events = check_events(&c, raw.events)?;
 
     if let Some(q) = &raw.quota_store {
         if !q.starts_with("redis://") {
@@ -153,6 +154,48 @@ pub(super) fn config(text: &str, file: &Path) -> Result<Config, ConfigError> {
         trace_header: raw.trace_header,
         key_file: raw.key_file.map(|p| c.path(&p)),
         queue,
+        events,
+    })
+}
+
+/// `[events]`.
+fn check_events(c: &Checker, raw: Option<RawEvents>) -> Result<EventsConfig, ConfigError> {
+    let Some(r) = raw else {
+        return Ok(EventsConfig::default());
+    };
+    if r.command.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(c.err("events.command", "is empty"));
+    }
+    if let Some(w) = &r.webhook {
+        match url::Url::parse(w) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(c.err(
+                    "events.webhook",
+                    format!("\"{w}\" is not an http:// or https:// address"),
+                ))
+            }
+        }
+    }
+    if let Some(kinds) = &r.kinds {
+        for k in kinds {
+            if !EVENT_KINDS.contains(&k.as_str()) {
+                return Err(c.err(
+                    "events.kinds",
+                    format!("\"{k}\" is not an event kind ({})", EVENT_KINDS.join(", ")),
+                ));
+            }
+        }
+    }
+    let timeout = r.timeout.unwrap_or(Duration::from_secs(30));
+    if timeout.is_zero() {
+        return Err(c.err("events.timeout", "must be more than 0"));
+    }
+    Ok(EventsConfig {
+        command: r.command,
+        webhook: r.webhook,
+        timeout,
+        kinds: r.kinds,
     })
 }
 

@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub(super) pools: BTreeMap<String, RawPool>,
     pub(super) limits: Option<RawLimits>,
     pub(super) queue: Option<RawQueue>,
+    pub(super) events: Option<RawEvents>,
     pub(super) quota_store: Option<String>,
     #[serde(default)]
     pub(super) trace_header: bool,
@@ -226,4 +227,15 @@ pub(super) struct RawLimits {
     #[serde(default, with = "opt_duration")]
     pub(super) upstream_keepalive: Option<Duration>,
     pub(super) upstream_pool: Option<usize>,
+}
+
+/// `[events]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvents {
+    pub(super) command: Option<String>,
+    pub(super) webhook: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub(super) timeout: Option<Duration>,
+    pub(super) kinds: Option<Vec<String>>,
 }

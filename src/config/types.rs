@@ -56,6 +56,33 @@ pub struct Config {
     /// Key for the OAuth token store (64 hex characters in a file).
     pub key_file: Option<PathBuf>,
     pub queue: QueueConfig,
+    /// `[events]`: who is told when an account needs a person.
+    pub events: EventsConfig,
+}
+
+/// Every kind of event `[events]` can be told (see `crate::events`).
+pub const EVENT_KINDS: &[&str] = &[
+    "consent_needed",
+    "refresh_failed",
+    "refresh_token_expiring",
+    "parked",
+    "unparked",
+    "quota_reached",
+    "bounced",
+    "expired",
+];
+
+/// `[events]`: a command and/or a webhook that receive each event as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// Run with `sh -c`, the event's JSON on its standard input.
+    pub command: Option<String>,
+    /// POSTed the event's JSON (http:// or https://).
+    pub webhook: Option<String>,
+    /// How long the command or the webhook may take (default 30 s).
+    pub timeout: Duration,
+    /// Only these kinds (default: all).
+    pub kinds: Option<Vec<String>>,
 }
 
 /// One listener section: its addresses, each with its TLS mode.

@@ -402,6 +402,34 @@ impl fmt::Debug for Pools {
     }
 }
 
+/// The `parked` event.
+fn tell_parked(account: &str, p: &Parked) {
+    crate::events::emit(
+        "parked",
+        serde_json::json!({
+            "account": account,
+            "kind": p.kind.as_str(),
+            "until": (p.until != FOREVER).then(|| p.until.to_string()),
+            "reason": crate::text::sanitize(&p.reason, 300),
+        }),
+    );
+}
+
+/// The `quota_reached` event: once an hour per mailbox while it stays full.
+fn tell_full(account: &str, f: &Full) {
+    crate::events::emit_once(
+        "quota_reached",
+        account,
+        Duration::from_secs(3600),
+        serde_json::json!({
+            "account": account,
+            "counted": f.counted,
+            "limit": f.limit.value,
+            "room_at": f.room_at.map(|t| t.to_string()),
+        }),
+    );
+}
+
 impl Pools {
     /// Quotas for every account and a rotation for every pool of `config`.
     pub fn new(config: &Config, store: Store) -> Result<Pools, PoolError> {
@@ -507,6 +535,16 @@ impl Pools {
                 weight: m.weight,
             });
             limits.push(view.limit);
+            if let Some(SkipReason::Full { counted, limit, .. }) = &view.why {
+                tell_full(
+                    &m.account,
+                    &Full {
+                        counted: *counted,
+                        limit: *limit,
+                        room_at: view.room_at,
+                    },
+                );
+            }
             skipped.push(view.why.map(|why| Skipped {
                 account: m.account.clone(),
                 why,
@@ -605,11 +643,13 @@ impl Pools {
             Reserved::Full { counted, .. } => {
                 let loaded = self.store.load(account, quota, units, now).await?;
                 let view = View::new(quota, &loaded, units, now);
-                Ok(Reserve::Full(Full {
+                let full = Full {
                     counted: counted.max(view.counted),
                     limit: view.limit,
                     room_at: view.room_at,
-                }))
+                };
+                tell_full(account, &full);
+                Ok(Reserve::Full(full))
             }
         }
     }
@@ -654,6 +694,7 @@ impl Pools {
             reason: reason.to_owned(),
         };
         self.store.park(account, &parked).await?;
+        tell_parked(account, &parked);
         Ok(parked)
     }
 
@@ -661,7 +702,11 @@ impl Pools {
     /// for `None`). Returns whether it was parked so.
     pub async fn unpark(&self, account: &str, kind: Option<ParkKind>) -> Result<bool, PoolError> {
         self.quota_of(account)?;
-        Ok(self.store.unpark(account, kind).await?)
+        let was = self.store.unpark(account, kind).await?;
+        if was {
+            crate::events::emit("unparked", serde_json::json!({ "account": account }));
+        }
+        Ok(was)
     }
 
     /// A throttle reply (`421 4.7.0`, `432 4.3.2`, `454 4.7.0`, …): parks on the
@@ -675,6 +720,7 @@ impl Pools {
     ) -> Result<Parked, PoolError> {
         self.quota_of(account)?;
         let parked = self.store.park_throttled(account, reply, now).await?;
+        tell_parked(account, &parked);
         self.record_error(account, reply, now).await?;
         tracing::info!(account, until = %parked.until, reply, "mailbox throttled: parked");
         Ok(parked)

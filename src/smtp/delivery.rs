@@ -397,6 +397,22 @@ impl Workers {
     /// Queue a delivery report for `failed` on the message's route, to the
     /// sender (or the configured address); none for a report itself.
     async fn bounce(&self, m: &Claimed, failed: &[Failed]) {
+        // Expired (4.4.7) or refused for good: either way someone is told.
+        let expired = failed.iter().all(|f| f.status == "4.4.7");
+        crate::events::emit(
+            if expired { "expired" } else { "bounced" },
+            serde_json::json!({
+                "queue_id": m.entry.id.to_string(),
+                "user": m.entry.user,
+                "route": m.entry.route,
+                "attempts": m.entry.attempts,
+                "recipients": failed.iter().map(|f| serde_json::json!({
+                    "rcpt": f.rcpt,
+                    "status": f.status,
+                    "diagnostic": crate::text::sanitize(&f.diagnostic, 300),
+                })).collect::<Vec<_>>(),
+            }),
+        );
         let live = self.settings.load_full();
         let target = match live.bounces.get(&m.entry.user).unwrap_or(&live.cfg.bounce) {
             Bounce::None => None,

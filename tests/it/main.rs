@@ -7,6 +7,7 @@
 
 mod browser;
 mod cli;
+mod events;
 mod fake_smtp;
 mod hardening;
 mod harness;

@@ -565,6 +565,50 @@ fn transient_token_endpoint_failures_are_retried_and_reported_as_4xx() {
     send_ok(&p, env.user, "oauth-tr-5");
 }
 
+/// `[events]`: a refresh that fails (the endpoint answers 500) reaches the
+/// command as JSON, once, and the saved tokens stay: the next refresh,
+/// when the endpoint is back, works without a new consent.
+#[test]
+fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
+    let mut env = Env::new("u55@example.test", None, "", "upstream_timeout = \"2s\"\n");
+    let events = env.config.with_file_name("events.jsonl");
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str(&format!(
+        "[events]\ncommand = \"cat >> '{0}'\"\n",
+        events.display()
+    ));
+    std::fs::write(&env.config, text).unwrap();
+    env.server.set(|s| s.expires_in = Some(1));
+    env.consent(&[]);
+    let saved = std::fs::read(env.token_file()).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    env.server.set(|s| s.fail_all = true);
+    let p = env.start(&[]);
+    let (mail, _) = smtp_send(&p, env.user, &marker("oauth-ev-1"));
+    assert!(mail.starts_with("454 4.7.0"), "{mail}");
+    let e = crate::events::wait_event(&events, "refresh_failed", Duration::from_secs(15));
+    assert_eq!(e["account"], "acct", "{e}");
+    assert_eq!(e["temporary"], true, "{e}");
+    assert_eq!(e["tokens_kept"], true, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("HTTP 500"), "{e}");
+    // Still failing: not told again within the quiet time.
+    let (mail, _) = smtp_send(&p, env.user, &marker("oauth-ev-2"));
+    assert!(mail.starts_with("454 4.7.0"), "{mail}");
+    std::thread::sleep(Duration::from_millis(300));
+    let told = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(told.matches("refresh_failed").count(), 1, "{told}");
+    assert!(!told.contains("consent_needed"), "{told}");
+    // The saved refresh token is untouched, and works once the endpoint is back.
+    assert_eq!(std::fs::read(env.token_file()).unwrap(), saved);
+    env.server.set(|s| {
+        s.fail_all = false;
+        s.expires_in = Some(3600);
+    });
+    std::thread::sleep(Duration::from_millis(4200));
+    send_ok(&p, env.user, "oauth-ev-3");
+    assert_eq!(env.server.counters().refreshes, 1);
+}
+
 #[test]
 fn device_grant_polls_through_pending_and_slow_down_and_reports_expiry() {
     let env = Env::new("u36@example.test", None, "", "");

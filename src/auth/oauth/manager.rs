@@ -449,6 +449,8 @@ impl TokenManager {
                 f.state.last_error_at = None;
                 f.state.consented_at = Some(record.consented_at);
                 self.write_state(e, f);
+                crate::events::clear("refresh_failed", &account);
+                crate::events::clear("consent_needed", &account);
                 info!(account = %account, valid_for_s = issued.lifetime.as_secs(), rotated, "new access token");
                 Ok(Token {
                     secret: issued.access,
@@ -512,6 +514,21 @@ impl TokenManager {
         f.state.last_error_at = Some(to_unix(now));
         self.write_state(e, f);
         warn!(account = %e.settings.account, error = %err, retry_in_s = f.backoff.as_secs(), "token refresh failed");
+        // Told once per failing spell (until a refresh works again), at
+        // most every 10 minutes. The saved tokens are kept: a temporary
+        // failure never costs the consent.
+        crate::events::emit_once(
+            "refresh_failed",
+            &e.settings.account,
+            Duration::from_secs(600),
+            serde_json::json!({
+                "account": e.settings.account,
+                "temporary": matches!(err, TokenError::Unavailable { .. }),
+                "error": crate::text::sanitize(&err.to_string(), 300),
+                "retry_in_s": f.backoff.as_secs(),
+                "tokens_kept": true,
+            }),
+        );
     }
 
     /// The saved authorization is missing or refused: every login now gets
@@ -526,6 +543,16 @@ impl TokenManager {
             f.state.last_error_at = Some(now);
         }
         self.write_state(e, f);
+        crate::events::emit_once(
+            "consent_needed",
+            &account,
+            Duration::from_secs(3600),
+            serde_json::json!({
+                "account": account,
+                "reason": why.as_deref().map(|w| crate::text::sanitize(w, 300)),
+                "command": format!("postern auth {account}"),
+            }),
+        );
         match &why {
             Some(w) => {
                 warn!(account = %account, error = %w, "the provider refused the saved authorization; run `postern auth {account}`")
