@@ -32,8 +32,11 @@ pub fn wait_event(file: &std::path::Path, kind: &str, timeout: Duration) -> serd
     }
 }
 
+/// What the webhook receiver got: each request's head and body.
+type Hooked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver: every POST body, answered 204.
-fn webhook() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn webhook() -> (String, Hooked) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook/s3cr3t-path", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
