@@ -373,6 +373,13 @@ pub struct OAuthConfig {
     pub grant: Option<Grant>,
     #[serde(default, with = "opt_duration")]
     pub refresh_margin: Option<Duration>,
+    /// How long a consent lasts at this provider, when it is known to end:
+    /// Google issues refresh tokens "expiring in 7 days" to apps whose
+    /// consent screen is External with publishing status "Testing"
+    /// (https://developers.google.com/identity/protocols/oauth2#expiration).
+    /// Postern then sends `refresh_token_expiring` before the end.
+    #[serde(default, with = "opt_duration")]
+    pub refresh_token_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -567,10 +567,16 @@ fn transient_token_endpoint_failures_are_retried_and_reported_as_4xx() {
 
 /// `[events]`: a refresh that fails (the endpoint answers 500) reaches the
 /// command as JSON, once, and the saved tokens stay: the next refresh,
-/// when the endpoint is back, works without a new consent.
+/// when the endpoint is back, works without a new consent. A consent with
+/// a known lifetime near its end is told too.
 #[test]
 fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
-    let mut env = Env::new("u55@example.test", None, "", "upstream_timeout = \"2s\"\n");
+    let mut env = Env::new(
+        "u55@example.test",
+        None,
+        ", refresh_token_lifetime = \"7s\"",
+        "upstream_timeout = \"2s\"\n",
+    );
     let events = env.config.with_file_name("events.jsonl");
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str(&format!(
@@ -607,6 +613,10 @@ fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
     std::thread::sleep(Duration::from_millis(4200));
     send_ok(&p, env.user, "oauth-ev-3");
     assert_eq!(env.server.counters().refreshes, 1);
+    let e = crate::events::wait_event(&events, "refresh_token_expiring", Duration::from_secs(10));
+    assert_eq!(e["account"], "acct", "{e}");
+    assert_eq!(e["command"], "postern auth acct", "{e}");
+    assert!(e["expires_at"].as_str().unwrap().ends_with('Z'), "{e}");
 }
 
 #[test]

@@ -98,6 +98,38 @@ enum Request {
     ClientCredentials,
 }
 
+/// `refresh_token_expiring`, when the account's consent has a known end
+/// (`refresh_token_lifetime`) and it is near: within a seventh of the
+/// lifetime (a day of Google's 7), at least a minute, at most two days.
+/// Told once a day per consent until a new consent is saved.
+fn consent_expiry(s: &OAuthSettings, consented_at: u64) {
+    let Some(life) = s.refresh_token_lifetime else {
+        return;
+    };
+    let warn = (life / 7).clamp(Duration::from_secs(60), Duration::from_secs(2 * 86_400));
+    let ends = consented_at.saturating_add(life.as_secs());
+    let now = to_unix(SystemTime::now());
+    if now.saturating_add(warn.as_secs()) < ends {
+        return;
+    }
+    let at = |t: u64| {
+        jiff::Timestamp::from_second(i64::try_from(t).unwrap_or(i64::MAX))
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    crate::events::emit_once(
+        "refresh_token_expiring",
+        &format!("{}/{consented_at}", s.account),
+        Duration::from_secs(86_400),
+        serde_json::json!({
+            "account": s.account,
+            "consented_at": at(consented_at),
+            "expires_at": at(ends),
+            "command": format!("postern auth {}", s.account),
+        }),
+    );
+}
+
 /// Access tokens of every built-in OAuth account, shared by all sessions.
 pub struct TokenManager {
     data_dir: PathBuf,
@@ -319,6 +351,7 @@ impl TokenManager {
                 };
                 if c.usable(now, s.refresh_margin) && !e.is_rejected(tok) {
                     self.cache.insert(account.clone(), c);
+                    consent_expiry(s, t.consented_at);
                     // New consent (or another process's refresh): the
                     // earlier refusal no longer holds.
                     if f.state.needs_consent || f.state.valid_until != Some(exp) {
@@ -451,6 +484,7 @@ impl TokenManager {
                 self.write_state(e, f);
                 crate::events::clear("refresh_failed", &account);
                 crate::events::clear("consent_needed", &account);
+                consent_expiry(s, record.consented_at);
                 info!(account = %account, valid_for_s = issued.lifetime.as_secs(), rotated, "new access token");
                 Ok(Token {
                     secret: issued.access,

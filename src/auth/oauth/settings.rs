@@ -46,6 +46,8 @@ pub struct OAuthSettings {
     pub scopes: Vec<String>,
     pub grant: Grant,
     pub refresh_margin: Duration,
+    /// `refresh_token_lifetime`: a consent ends this long after it was given.
+    pub refresh_token_lifetime: Option<Duration>,
     pub auth_params: Vec<(String, String)>,
     pub redirect_host: &'static str,
 }
@@ -103,6 +105,7 @@ impl OAuthSettings {
             scopes,
             grant,
             refresh_margin: o.refresh_margin.unwrap_or(DEFAULT_REFRESH_MARGIN),
+            refresh_token_lifetime: o.refresh_token_lifetime,
             auth_params: preset
                 .as_ref()
                 .map(|p| p.auth_params.clone())
