@@ -22,6 +22,7 @@ pub struct Metrics {
     sessions_open: Family<Labels, Gauge>,
     logins: Family<Labels, Counter>,
     messages: Family<Labels, Counter>,
+    refreshes: Family<Labels, Counter>,
     started: std::time::SystemTime,
 }
 
@@ -30,6 +31,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     sessions_open: Family::default(),
     logins: Family::default(),
     messages: Family::default(),
+    refreshes: Family::default(),
     started: std::time::SystemTime::now(),
 });
 
@@ -84,6 +86,15 @@ impl Metrics {
         self.messages.get_or_create(&l).inc();
     }
 
+    /// A token request for built-in OAuth account `account` ended.
+    pub fn refresh(&self, account: &str, ok: bool) {
+        let l: Labels = vec![
+            ("account", account.to_owned()),
+            ("result", if ok { "ok" } else { "failed" }.to_owned()),
+        ];
+        self.refreshes.get_or_create(&l).inc();
+    }
+
     /// A registry with the counters; the caller adds what it reads now.
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("postern");
@@ -106,6 +117,11 @@ impl Metrics {
             "messages",
             "SMTP transactions ended at DATA, by user, route and outcome (accepted, queued, deferred, refused)",
             self.messages.clone(),
+        );
+        r.register(
+            "oauth_refreshes",
+            "Token requests of built-in OAuth accounts, by account and result",
+            self.refreshes.clone(),
         );
         let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         start.set(

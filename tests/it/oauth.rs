@@ -580,7 +580,7 @@ fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
     let events = env.config.with_file_name("events.jsonl");
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str(&format!(
-        "[events]\ncommand = \"cat >> '{0}'\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[events]\ncommand = \"cat >> '{0}'\"\n",
         events.display()
     ));
     std::fs::write(&env.config, text).unwrap();
@@ -617,6 +617,20 @@ fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
     assert_eq!(e["account"], "acct", "{e}");
     assert_eq!(e["command"], "postern auth acct", "{e}");
     assert!(e["expires_at"].as_str().unwrap().ends_with('Z'), "{e}");
+    // /metrics counts the token requests by result.
+    let m = crate::harness::http("GET", p.addr_tls("http", "none"), "/metrics", b"").text();
+    let count = |result: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("postern_oauth_refreshes_total{")
+                    && l.contains("account=\"acct\"")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("failed") >= 1.0, "{m}");
+    assert!(count("ok") >= 1.0, "{m}");
 }
 
 #[test]

@@ -418,6 +418,7 @@ impl TokenManager {
             }
         };
         let now = SystemTime::now();
+        crate::metrics::METRICS.refresh(&account, outcome.is_ok());
         match outcome {
             Ok(issued) => {
                 let rotated = match (&issued.refresh, &request) {
