@@ -618,7 +618,7 @@ fn a_failed_refresh_is_an_event_and_the_tokens_stay() {
     assert_eq!(e["command"], "postern auth acct", "{e}");
     assert!(e["expires_at"].as_str().unwrap().ends_with('Z'), "{e}");
     // /metrics counts the token requests by result.
-    let m = crate::harness::http("GET", p.addr_tls("http", "none"), "/metrics", b"").text();
+    let m = http("GET", p.addr_tls("http", "none"), "/metrics", b"").text();
     let count = |result: &str| {
         m.lines()
             .find(|l| {
