@@ -202,55 +202,40 @@ async fn bind_one(bind: &Bind, total: usize) -> Result<Option<(TcpListener, Bind
 /// The sections of a config that only a restart applies.
 fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut v = Vec::new();
-    let mut check = |name, a: String, b: String| {
-        if a != b {
+    let mut check = |name, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        if format!("{a:?}") != format!("{b:?}") {
             v.push(name);
         }
     };
-    check(
-        "data_dir",
-        format!("{:?}", old.data_dir),
-        format!("{:?}", new.data_dir),
-    );
-    check(
-        "log_level",
-        format!("{:?}", old.log_level),
-        format!("{:?}", new.log_level),
-    );
-    check(
-        "[http]",
-        format!("{:?}", old.http),
-        format!("{:?}", new.http),
-    );
-    check(
-        "quota_store",
-        format!("{:?}", old.quota_store),
-        format!("{:?}", new.quota_store),
-    );
-    check(
-        "key_file",
-        format!("{:?}", old.key_file),
-        format!("{:?}", new.key_file),
-    );
-    check(
-        "[queue]",
-        format!("{:?}", old.queue),
-        format!("{:?}", new.queue),
-    );
-    check(
-        "[[faults]]",
-        format!("{:?}", old.faults),
-        format!("{:?}", new.faults),
-    );
+    check("data_dir", &old.data_dir, &new.data_dir);
+    check("log_level", &old.log_level, &new.log_level);
+    check("[http]", &old.http, &new.http);
+    check("quota_store", &old.quota_store, &new.quota_store);
+    check("key_file", &old.key_file, &new.key_file);
+    check("[queue]", &old.queue, &new.queue);
+    check("[[faults]]", &old.faults, &new.faults);
     check(
         "[sandbox] retention",
-        format!("{:?}", old.sandbox.retention),
-        format!("{:?}", new.sandbox.retention),
+        &old.sandbox.retention,
+        &new.sandbox.retention,
     );
     v
 }
 
 impl Generation {
+    /// A start or a reload is when credentials change: give auth-parked
+    /// mailboxes another chance (once the generation is in force).
+    async fn unpark_auth(&self) {
+        let Some(pools) = self.router.pools() else {
+            return;
+        };
+        for a in self.config.accounts.keys() {
+            if let Err(e) = pools.unpark(a, Some(crate::pool::ParkKind::Auth)).await {
+                warn!(account = %a, error = %e, "could not clear an auth parking");
+            }
+        }
+    }
+
     /// Everything the sessions of `config` share. `previous` is the
     /// generation running now, if any: its token manager and its
     /// connection gates are kept where the config leaves them unchanged.
@@ -287,13 +272,6 @@ impl Generation {
             router.keep_gates(&p.router);
         }
         let pools = Arc::new(crate::pool::Pools::new(config, core.store.clone())?);
-        // A start or a reload is when credentials change: give auth-parked
-        // mailboxes another chance.
-        for a in config.accounts.keys() {
-            if let Err(e) = pools.unpark(a, Some(crate::pool::ParkKind::Auth)).await {
-                warn!(account = %a, error = %e, "could not clear an auth parking");
-            }
-        }
         router.set_pools(config, pools);
         router.set_queue(core.queue.clone());
         let router = Arc::new(router);
@@ -441,6 +419,7 @@ impl Server {
             shutdown,
         };
         let current = Generation::build(config, &core, None).await?;
+        current.unpark_auth().await;
         crate::events::configure(&config.events, &config.hostname);
         let workers =
             crate::smtp::delivery::Workers::new(config, current.router.clone(), core.queue.clone());
@@ -580,6 +559,7 @@ impl Server {
             warn!(sections = %later.join(", "), "reload: these settings changed and take effect only at a restart");
         }
         self.current = next;
+        self.current.unpark_auth().await;
         Ok(format!(
             "reloaded: {} users, {} accounts, {} pools; {} listeners opened, {} closed{}",
             config.users.len(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::relay::{dovecot_account, message};
+use crate::reload::login;
 
 /// Lines of `file` (JSON events) whose `event` is `kind`, waiting for one.
 pub fn wait_event(file: &std::path::Path, kind: &str, timeout: Duration) -> serde_json::Value {
@@ -92,13 +93,7 @@ fn a_parked_and_unparked_mailbox_reaches_the_command_and_the_webhook() {
     std::fs::write(&path, &cfg).unwrap();
     let p = Postern::spawn(dir, path, 1, &[]);
 
-    let mut c = Raw::connect(p.smtp());
-    c.line();
-    c.cmd("EHLO t");
-    let r = c.cmd(&format!(
-        "AUTH PLAIN {}",
-        b64(format!("\0app\0{APP_PASSWORD}").as_bytes())
-    ));
+    let (mut c, r) = login(&p, "app", APP_PASSWORD);
     assert!(r.starts_with("235"), "{r}");
     let r = c.cmd("MAIL FROM:<u54@example.test>");
     assert!(
@@ -139,13 +134,8 @@ fn a_parked_and_unparked_mailbox_reaches_the_command_and_the_webhook() {
     assert!(ok, "{out}{err}");
     let e = wait_event(&events, "unparked", Duration::from_secs(10));
     assert_eq!(e["account"], "dv");
-    let mut c = Raw::connect(p.smtp());
-    c.line();
-    c.cmd("EHLO t");
-    c.cmd(&format!(
-        "AUTH PLAIN {}",
-        b64(format!("\0app\0{APP_PASSWORD}").as_bytes())
-    ));
+    let (mut c, r) = login(&p, "app", APP_PASSWORD);
+    assert!(r.starts_with("235"), "{r}");
     assert!(c.cmd("MAIL FROM:<u54@example.test>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<rcpt@example.org>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));

@@ -41,7 +41,9 @@ fn reload(p: &Postern) -> (bool, String, String) {
     )
 }
 
-fn login(p: &Postern, user: &str, password: &str) -> (Raw, String) {
+/// An SMTP session logged in with AUTH PLAIN (or refused): the client and
+/// the AUTH reply.
+pub fn login(p: &Postern, user: &str, password: &str) -> (Raw, String) {
     let mut c = Raw::connect(p.smtp());
     c.line();
     c.cmd("EHLO t");
