@@ -54,6 +54,11 @@ pub fn outcome(code: u16, text: &str) -> &'static str {
     }
 }
 
+/// The `result` label of a check: "ok" or "failed".
+fn result(ok: bool) -> String {
+    if ok { "ok" } else { "failed" }.to_owned()
+}
+
 impl Metrics {
     /// A session began on `listener` (its configured address).
     pub fn session(&self, proto: &str, listener: &str) -> SessionGuard {
@@ -70,7 +75,7 @@ impl Metrics {
     pub fn login(&self, user: Option<&str>, ok: bool) {
         let l: Labels = vec![
             ("user", user.unwrap_or("(unknown)").to_owned()),
-            ("result", if ok { "ok" } else { "failed" }.to_owned()),
+            ("result", result(ok)),
         ];
         self.logins.get_or_create(&l).inc();
     }
@@ -88,10 +93,7 @@ impl Metrics {
 
     /// A token request for built-in OAuth account `account` ended.
     pub fn refresh(&self, account: &str, ok: bool) {
-        let l: Labels = vec![
-            ("account", account.to_owned()),
-            ("result", if ok { "ok" } else { "failed" }.to_owned()),
-        ];
+        let l: Labels = vec![("account", account.to_owned()), ("result", result(ok))];
         self.refreshes.get_or_create(&l).inc();
     }
 

@@ -236,6 +236,29 @@ impl Generation {
         }
     }
 
+    /// Bind every address of this generation that `listening` says is not
+    /// bound yet; the first that fails drops the sockets bound so far.
+    async fn bind_missing(
+        &self,
+        listening: impl Fn(&ListenerKey) -> bool,
+    ) -> Result<Vec<(ListenerKey, TcpListener, Bind)>, ServerError> {
+        let mut out = Vec::new();
+        for (key, (bind, _)) in &self.services {
+            if listening(key) {
+                continue;
+            }
+            let total = self
+                .services
+                .keys()
+                .filter(|k| k.section == key.section)
+                .count();
+            if let Some((l, local)) = bind_one(bind, total).await? {
+                out.push((*key, l, local));
+            }
+        }
+        Ok(out)
+    }
+
     /// Everything the sessions of `config` share. `previous` is the
     /// generation running now, if any: its token manager and its
     /// connection gates are kept where the config leaves them unchanged.
@@ -423,17 +446,7 @@ impl Server {
         crate::events::configure(&config.events, &config.hostname);
         let workers =
             crate::smtp::delivery::Workers::new(config, current.router.clone(), core.queue.clone());
-        let mut pending = Vec::new();
-        for (key, (bind, _)) in &current.services {
-            let total = current
-                .services
-                .keys()
-                .filter(|k| k.section == key.section)
-                .count();
-            if let Some((l, local)) = bind_one(bind, total).await? {
-                pending.push((*key, l, local));
-            }
-        }
+        let pending = current.bind_missing(|_| false).await?;
         let http = crate::http::HttpServer::bind(
             config,
             core.capture.clone(),
@@ -500,19 +513,9 @@ impl Server {
         let next = Generation::build(&config, &self.core, Some(&self.current)).await?;
         // Bind the new addresses first: one that cannot be bound refuses
         // the whole reload, and the sockets bound so far are dropped.
-        let mut opened = Vec::new();
-        for (key, (bind, _)) in &next.services {
-            if !self.listeners.contains_key(key) {
-                let total = next
-                    .services
-                    .keys()
-                    .filter(|k| k.section == key.section)
-                    .count();
-                if let Some((l, local)) = bind_one(bind, total).await? {
-                    opened.push((*key, l, local));
-                }
-            }
-        }
+        let opened = next
+            .bind_missing(|k| self.listeners.contains_key(k))
+            .await?;
         // Nothing below can fail: the new config takes over.
         let mut closed = 0;
         self.listeners.retain(|key, r| {

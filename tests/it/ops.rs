@@ -75,13 +75,7 @@ fn metrics_health_and_status_over_http() {
     assert!(r.starts_with("data 550"), "{r}");
     // Wrong passwords: a configured user, and a name the client made up.
     for user in ["app", "evil@attacker.test"] {
-        let mut c = Raw::connect(p.smtp());
-        c.line();
-        c.cmd("EHLO t");
-        let r = c.cmd(&format!(
-            "AUTH PLAIN {}",
-            b64(format!("\0{user}\0nope").as_bytes())
-        ));
+        let (_, r) = crate::reload::login(&p, user, "nope");
         assert!(r.starts_with("535"), "{r}");
     }
 
