@@ -13,16 +13,34 @@ use std::sync::LazyLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Latency buckets in seconds, 1 ms to 30 s: a loopback server answers in
+/// about a millisecond, a provider across the world in hundreds, a TLS
+/// handshake to a slow one in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type Latencies = Family<Labels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     sessions_total: Family<Labels, Counter>,
     sessions_open: Family<Labels, Gauge>,
     logins: Family<Labels, Counter>,
     messages: Family<Labels, Counter>,
+    recipients: Family<Labels, Counter>,
     refreshes: Family<Labels, Counter>,
+    upstream_latency: Latencies,
+    upstream_messages: Family<Labels, Counter>,
+    queue_rcpts: Family<Labels, Counter>,
     started: std::time::SystemTime,
 }
 
@@ -31,7 +49,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     sessions_open: Family::default(),
     logins: Family::default(),
     messages: Family::default(),
+    recipients: Family::default(),
     refreshes: Family::default(),
+    upstream_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+    upstream_messages: Family::default(),
+    queue_rcpts: Family::default(),
     started: std::time::SystemTime::now(),
 });
 
@@ -44,10 +66,11 @@ impl Drop for SessionGuard {
     }
 }
 
-/// What became of a message at the end of DATA, from the reply's code.
-pub fn outcome(code: u16, text: &str) -> &'static str {
+/// What became of a message at the end of DATA, from the reply's code and
+/// whether Postern's queue took it (an upstream's own "queued as" is not).
+pub fn outcome(code: u16, queued: bool) -> &'static str {
     match code {
-        200..=299 if text.contains("queued as") => "queued",
+        200..=299 if queued => "queued",
         200..=299 => "accepted",
         400..=499 => "deferred",
         _ => "refused",
@@ -80,21 +103,78 @@ impl Metrics {
         self.logins.get_or_create(&l).inc();
     }
 
-    /// A transaction ended with `code` for local user `user` on `route`
-    /// (its `send_via` key).
-    pub fn message(&self, user: &str, route: &str, outcome: &'static str) {
+    /// A transaction ended for local user `user` on `route` (its
+    /// `send_via` key): its outcome and the reply's enhanced status code
+    /// (RFC 3463, the reason: `4.7.0` a quota, `5.7.1` a policy…).
+    pub fn message(&self, user: &str, route: &str, outcome: &'static str, status: Option<&str>) {
         let l: Labels = vec![
             ("user", user.to_owned()),
             ("route", route.to_owned()),
             ("outcome", outcome.to_owned()),
+            ("status", status.unwrap_or("").to_owned()),
         ];
         self.messages.get_or_create(&l).inc();
+    }
+
+    /// A recipient was answered for local user `user` on `route`: accepted,
+    /// deferred or refused, with the enhanced status code of the reply.
+    pub fn recipient(&self, user: &str, route: &str, code: u16, status: Option<&str>) {
+        let outcome = match code {
+            200..=299 => "accepted",
+            400..=499 => "deferred",
+            _ => "refused",
+        };
+        let l: Labels = vec![
+            ("user", user.to_owned()),
+            ("route", route.to_owned()),
+            ("outcome", outcome.to_owned()),
+            ("status", status.unwrap_or("").to_owned()),
+        ];
+        self.recipients.get_or_create(&l).inc();
     }
 
     /// A token request for built-in OAuth account `account` ended.
     pub fn refresh(&self, account: &str, ok: bool) {
         let l: Labels = vec![("account", account.to_owned()), ("result", result(ok))];
         self.refreshes.get_or_create(&l).inc();
+    }
+
+    /// One step with an upstream server took from `started` to now:
+    /// `connect` (TCP and TLS, up to the greeting), `login` (authentication)
+    /// or `submit` (the message, from DATA to the final reply).
+    pub fn upstream_time(
+        &self,
+        proto: &'static str,
+        account: &str,
+        step: &'static str,
+        started: std::time::Instant,
+    ) {
+        let l: Labels = vec![
+            ("proto", proto.to_owned()),
+            ("account", account.to_owned()),
+            ("step", step.to_owned()),
+        ];
+        self.upstream_latency
+            .get_or_create(&l)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Account `account`'s server gave its verdict on a message (`verdict`
+    /// as in `upstream::Verdict`: accepted, quota, throttled, …), or the
+    /// submission failed on the way (`lost`).
+    pub fn upstream_message(&self, account: &str, verdict: &str) {
+        let l: Labels = vec![
+            ("account", account.to_owned()),
+            ("verdict", verdict.to_owned()),
+        ];
+        self.upstream_messages.get_or_create(&l).inc();
+    }
+
+    /// `n` recipients of a queued message on `route` reached their end:
+    /// `delivered`, `bounced` (refused for good) or `expired`.
+    pub fn queue_done(&self, route: &str, outcome: &'static str, n: usize) {
+        let l: Labels = vec![("route", route.to_owned()), ("outcome", outcome.to_owned())];
+        self.queue_rcpts.get_or_create(&l).inc_by(n as u64);
     }
 
     /// A registry with the counters; the caller adds what it reads now.
@@ -117,13 +197,33 @@ impl Metrics {
         );
         r.register(
             "messages",
-            "SMTP transactions ended at DATA, by user, route and outcome (accepted, queued, deferred, refused)",
+            "SMTP transactions ended at DATA, by user, route, outcome (accepted, queued, deferred, refused) and enhanced status code",
             self.messages.clone(),
+        );
+        r.register(
+            "recipients",
+            "Recipients answered at RCPT, by user, route, outcome (accepted, deferred, refused) and enhanced status code",
+            self.recipients.clone(),
         );
         r.register(
             "oauth_refreshes",
             "Token requests of built-in OAuth accounts, by account and result",
             self.refreshes.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Time taken by upstream servers, by protocol, account and step (connect: TCP and TLS to the greeting; login; submit: DATA to the final reply)",
+            self.upstream_latency.clone(),
+        );
+        r.register(
+            "upstream_messages",
+            "Messages submitted to an account's server, by account and verdict (accepted, quota, throttled, sender_denied, auth, busy, transient, permanent)",
+            self.upstream_messages.clone(),
+        );
+        r.register(
+            "queue_recipients_done",
+            "Recipients of queued messages that reached their end, by route and outcome (delivered, bounced, expired)",
+            self.queue_rcpts.clone(),
         );
         let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         start.set(
@@ -147,9 +247,9 @@ mod tests {
 
     #[test]
     fn outcomes_from_replies() {
-        assert_eq!(outcome(250, "2.0.0 queued as 7"), "queued");
-        assert_eq!(outcome(250, "2.0.0 OK"), "accepted");
-        assert_eq!(outcome(451, "4.4.1 later"), "deferred");
-        assert_eq!(outcome(554, "5.2.0 quota"), "refused");
+        assert_eq!(outcome(250, true), "queued");
+        assert_eq!(outcome(250, false), "accepted");
+        assert_eq!(outcome(451, false), "deferred");
+        assert_eq!(outcome(554, false), "refused");
     }
 }

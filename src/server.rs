@@ -662,7 +662,7 @@ async fn accept_loop(
         let service = Service::clone(&slot.load());
         let proto = service.proto();
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", session = id, proto = proto.as_str(), %peer, user = tracing::field::Empty);
+        let span = tracing::info_span!("conn", session = id, proto = proto.as_str(), %peer, user = tracing::field::Empty, account = tracing::field::Empty);
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

@@ -176,6 +176,22 @@ pub enum Verdict {
     Permanent,
 }
 
+impl Verdict {
+    /// The metrics label: `accepted`, `quota`, `throttled`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Quota => "quota",
+            Verdict::Throttled => "throttled",
+            Verdict::SenderDenied => "sender_denied",
+            Verdict::Auth => "auth",
+            Verdict::Busy => "busy",
+            Verdict::Transient => "transient",
+            Verdict::Permanent => "permanent",
+        }
+    }
+}
+
 /// Why talking to the upstream failed. Each maps to one client reply.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {

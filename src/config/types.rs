@@ -177,6 +177,13 @@ pub struct User {
     pub sandbox: Option<SandboxRoute>,
 }
 
+impl User {
+    /// `send_via` as written (`ACCOUNT`, `pool:NAME`, `capture`), or "".
+    pub fn route_key(&self) -> String {
+        self.send_via.as_ref().map(SendVia::key).unwrap_or_default()
+    }
+}
+
 /// How a message reaches the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -499,6 +499,7 @@ pub(super) async fn release_to(
         inbox: head.inbox.clone(),
         helo: view.hostname.clone(),
         peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        queued: Default::default(),
     };
     let params = MailParams::default();
     let (mut tx, _) = match route.open(&info, &from, &params).await {

@@ -158,10 +158,17 @@ impl Pop3Upstream {
     /// refuses a cached one.
     pub async fn open(cfg: &Pop3Account) -> Result<Pop3Upstream, UpstreamError> {
         let mut retried = false;
+        let metrics = &crate::metrics::METRICS;
         loop {
+            let t = std::time::Instant::now();
             let mut up = Pop3Upstream::connect(cfg).await?;
+            metrics.upstream_time("pop3", &cfg.account, "connect", t);
+            let t = std::time::Instant::now();
             match up.login(cfg).await {
-                Ok(()) => return Ok(up),
+                Ok(()) => {
+                    metrics.upstream_time("pop3", &cfg.account, "login", t);
+                    return Ok(up);
+                }
                 Err(LoginFailure::CachedTokenRefused(token, _)) if !retried => {
                     tracing::info!(account = %cfg.account, "upstream refused the cached token; fetching a new one");
                     if let Credential::Bearer(src) = &cfg.credential {

@@ -260,6 +260,7 @@ impl Workers {
                 .peer
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            queued: Default::default(),
         };
         let from = Path::new(m.entry.mail_from.clone());
         let params = mail_params(&m.params);
@@ -312,6 +313,7 @@ impl Workers {
                     }
                 }
             } else {
+                crate::metrics::METRICS.queue_done(&m.entry.route, "delivered", accepted);
                 info!(queue_id = %id, route = %m.entry.route, rcpts = accepted, size = m.body.len(),
                     attempts = m.entry.attempts + 1, reply = %reply, "queue: delivered");
             }
@@ -399,6 +401,11 @@ impl Workers {
     async fn bounce(&self, m: &Claimed, failed: &[Failed]) {
         // Expired (4.4.7) or refused for good: either way someone is told.
         let expired = failed.iter().all(|f| f.status == "4.4.7");
+        crate::metrics::METRICS.queue_done(
+            &m.entry.route,
+            if expired { "expired" } else { "bounced" },
+            failed.len(),
+        );
         crate::events::emit(
             if expired { "expired" } else { "bounced" },
             serde_json::json!({

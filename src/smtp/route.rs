@@ -51,6 +51,9 @@ pub struct SessionInfo {
     pub inbox: String,
     pub helo: String,
     pub peer: std::net::SocketAddr,
+    /// Set when the message went to the queue (its id), for the session's
+    /// summary line and metrics.
+    pub queued: std::sync::OnceLock<crate::queue::QueueId>,
 }
 
 /// An open mail transaction on a route.
@@ -396,6 +399,7 @@ impl Held {
         };
         match self.queuing.queue.enqueue(m, Timestamp::now()).await {
             Ok(id) => {
+                let _ = info.queued.set(id);
                 tracing::info!(queue_id = %id, route = %self.queuing.route, rcpts = self.rcpts.len(),
                     size = message.len(), reason = self.why.as_deref().unwrap_or("delivery = queue"), "message queued");
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))

@@ -676,6 +676,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             inbox: user.inbox.clone(),
             helo: helo.to_owned(),
             peer: self.peer,
+            queued: Default::default(),
         }
     }
 
@@ -844,6 +845,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return true;
         }
         let r = mail.tx.rcpt_for(&info, &to).await;
+        let route = user.route_key();
+        crate::metrics::METRICS.recipient(&user.name, &route, r.code, r.enhanced());
         if r.is_positive() {
             mail.rcpts.push(to);
         }
@@ -937,11 +940,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Step::End(End::IoError);
         };
         let info = self.session_info(&helo, &user);
-        let route = user
-            .send_via
-            .as_ref()
-            .map(crate::config::SendVia::key)
-            .unwrap_or_default();
+        let route = user.route_key();
         self.phase = Phase::Authed { helo, user };
         if decoder.oversize() {
             mail.tx.abort();
@@ -957,22 +956,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } = *mail;
         let names: Vec<&str> = rcpts.iter().map(|r| r.as_str()).collect();
         if self.inject(Stage::Data, Some(&info.user), &names).await {
-            crate::metrics::METRICS.message(&info.user, &route, "refused");
+            crate::metrics::METRICS.message(&info.user, &route, "refused", None);
             tx.abort();
             return Step::Continue;
         }
         let started = std::time::Instant::now();
         let reply = tx.data(&info, &message).await;
         let said = reply.lines.first().map(String::as_str).unwrap_or("");
-        let outcome = crate::metrics::outcome(reply.code, said);
-        crate::metrics::METRICS.message(&info.user, &route, outcome);
-        // One line per message, for operators to grep (as Postfix's are).
+        let queued = info.queued.get().map(|id| id.to_string());
+        let outcome = crate::metrics::outcome(reply.code, queued.is_some());
+        crate::metrics::METRICS.message(&info.user, &route, outcome, reply.enhanced());
+        // One line per message, for operators to grep (as Postfix's are);
+        // the span adds the user and the account that took it.
         info!(
             from = %from,
+            queue_id = %queued.as_deref().unwrap_or("-"),
             rcpts = rcpts.len(),
             size = message.len(),
             route = %route,
-            outcome,
+            outcome = %outcome,
             code = reply.code,
             reply = %crate::text::sanitize(said, 200),
             ms = started.elapsed().as_millis() as u64,

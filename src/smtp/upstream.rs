@@ -674,11 +674,16 @@ impl AccountRelay {
     async fn connect_in(&self, slot: Option<Slot>) -> Result<Connection, UpstreamError> {
         let mut retried = false;
         let mut slot = slot;
+        let metrics = &crate::metrics::METRICS;
         loop {
+            let t = Instant::now();
             let mut c = Connection::open(&self.cfg).await?;
+            metrics.upstream_time("smtp", &self.cfg.account, "connect", t);
             c.slot = slot.take();
+            let t = Instant::now();
             match c.login(&self.cfg).await {
                 Ok(()) => {
+                    metrics.upstream_time("smtp", &self.cfg.account, "login", t);
                     debug!(account = %self.cfg.account, upstream = %self.cfg.target(), "upstream login ok");
                     return Ok(c);
                 }
@@ -971,15 +976,23 @@ impl RelayTransaction {
             return self.lost();
         };
         let account = self.relay.cfg.account.clone();
+        // The session's summary line names the account that took it.
+        tracing::Span::current().record("account", account.as_str());
+        let metrics = &crate::metrics::METRICS;
+        let t = Instant::now();
         match conn.data(message).await {
             Ok(r) => {
+                metrics.upstream_time("smtp", &account, "submit", t);
                 info!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
                 self.relay.checkin(conn);
-                Outcome::upstream(&account, &self.relay.cfg.email, Stage::MessageEnd, &r)
+                let o = Outcome::upstream(&account, &self.relay.cfg.email, Stage::MessageEnd, &r);
+                metrics.upstream_message(&account, o.verdict.as_str());
+                o
             }
             Err(e) => {
                 // The message may or may not have arrived: never claim it did.
                 warn!(account = %account, error = %e, "upstream failed during DATA; not accepted");
+                metrics.upstream_message(&account, "lost");
                 Outcome::failure(&e)
             }
         }

@@ -202,3 +202,113 @@ fn readyz_follows_the_quota_store() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Mail relayed through a Dovecot account is measured per account: the
+/// upstream's connect, login and submit times, its verdict, the quota in
+/// force; a recipient deferred by the quota counts with its reason; and
+/// the message gets one summary line naming user, account and reply.
+#[test]
+fn relayed_mail_is_measured_per_account() {
+    let cfg = crate::relay::relay_config(
+        "dv",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n{}",
+            crate::relay::dovecot_account(
+                "dv",
+                "u56@example.test",
+                "starttls",
+                "auth = \"password\"\npassword_env = \"U_PW\"\ndaily_limit = 1"
+            )
+        ),
+    );
+    let p = Postern::start_with(&cfg, 2, &[("U_PW", "pw-u56")]);
+    let m1 = marker("measured");
+    let r = send_as(
+        &p,
+        "app",
+        &crate::relay::message(&m1, "u56@example.test"),
+        "u56@example.test",
+        &["rcpt@example.org"],
+    );
+    assert!(r.starts_with("sent"), "{r}\n{}", p.logs());
+    let r = send_as(
+        &p,
+        "app",
+        &crate::relay::message(&marker("over"), "u56@example.test"),
+        "u56@example.test",
+        &["rcpt@example.org"],
+    );
+    assert!(r.starts_with("rcpt 4"), "the quota did not defer: {r}");
+
+    let (text, m) = scrape(&p);
+    for step in ["connect", "login", "submit"] {
+        let n = value(
+            &m,
+            "postern_upstream_latency_seconds_count",
+            &[("proto", "smtp"), ("account", "dv"), ("step", step)],
+        );
+        assert!(n >= 1.0, "no {step} time for dv:\n{text}");
+        let sum = value(
+            &m,
+            "postern_upstream_latency_seconds_sum",
+            &[("account", "dv"), ("step", step)],
+        );
+        assert!(sum > 0.0 && sum < 10.0, "{step} took {sum} s");
+    }
+    assert_eq!(
+        value(
+            &m,
+            "postern_upstream_messages_total",
+            &[("account", "dv"), ("verdict", "accepted")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "postern_messages_total",
+            &[("user", "app"), ("route", "dv"), ("outcome", "accepted")]
+        ),
+        1.0,
+        "{text}"
+    );
+    let deferred: Vec<_> = m
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "postern_recipients_total" && l["user"] == "app" && l["outcome"] == "deferred"
+        })
+        .collect();
+    assert_eq!(deferred.len(), 1, "{text}");
+    assert!(
+        deferred[0].1["status"].as_str().unwrap().starts_with("4."),
+        "{deferred:?}"
+    );
+    assert_eq!(
+        value(&m, "postern_quota_used", &[("account", "dv")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&m, "postern_quota_limit", &[("account", "dv")]), 1.0);
+    assert!(value(&m, "postern_upstream_connections_cap", &[("account", "dv")]) >= 1.0);
+    assert!(!text.contains("pw-u56") && !text.contains("u56@"));
+
+    // One grep-able line for the relayed message.
+    let logs = p.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("transaction done") && l.contains("outcome=accepted"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    for want in [
+        "user=\"app\"",
+        "account=\"dv\"",
+        "queue_id=-",
+        "rcpts=1",
+        "size=",
+        "code=250",
+        "ms=",
+    ] {
+        assert!(lines[0].contains(want), "{want} missing: {}", lines[0]);
+    }
+}

@@ -383,6 +383,17 @@ fn a_permanent_refusal_bounces_to_the_sender_at_the_sink() {
     // The sink refuses reject-5xx@ with 550 (Dovecot passes that on).
     let r = send(&mut c, "u11@example.test", "reject-5xx@example.org", &m);
     assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+    // The summary line names the queue id and says it was queued.
+    let id = r.rsplit(' ').next().unwrap().trim();
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("transaction done"))
+        .unwrap_or_else(|| panic!("no summary line\n{logs}"));
+    assert!(
+        line.contains(&format!("queue_id={id}")) && line.contains("outcome=queued"),
+        "{line}"
+    );
     // The refused message never reached the sink: what carries the marker
     // is the report (the original headers are in it).
     let report = sink_messages(&m, 1, Duration::from_secs(30))
