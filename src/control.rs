@@ -64,6 +64,16 @@ impl PidFile {
     }
 }
 
+impl PidFile {
+    /// The pid of the instance running on `data_dir`, if one is.
+    pub fn running(data_dir: &Path) -> Option<u32> {
+        read_pid(&data_dir.join(PID_FILE))
+            .ok()
+            .flatten()
+            .filter(|p| alive(*p))
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
         if matches!(read_pid(&self.path), Ok(Some(p)) if p == self.pid) {

@@ -33,6 +33,7 @@ pub mod sandbox;
 pub mod sasl;
 pub mod secret;
 pub mod server;
+pub mod setup;
 pub mod smtp;
 pub mod splice;
 pub mod status;

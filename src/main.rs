@@ -79,11 +79,37 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+    /// Guided setup of a mailbox: `postern account add EMAIL`.
+    Account {
+        #[command(subcommand)]
+        command: AccountCmd,
+    },
+    /// Local logins: `postern user add NAME --send-via ACCOUNT`.
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
     /// Operate on the quota store.
     Quota {
         #[command(subcommand)]
         command: QuotaCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Add a mailbox: finds its provider from the address, asks only what
+    /// that provider needs (or takes it from flags), writes the account and
+    /// a local user into the config file (its comments kept), and runs
+    /// `doctor` on it.
+    Add(Box<postern::setup::AccountArgs>),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a local login; its password is asked with the echo off and
+    /// stored as an argon2id hash.
+    Add(postern::setup::UserArgs),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +242,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Account {
+            command: AccountCmd::Add(args),
+        } => {
+            let mut prompt = postern::setup::Prompt::stdin();
+            let added = postern::setup::account_add(&cli.config, args, &mut prompt)?;
+            if !added.doctor {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("Checking it (postern doctor {}):", added.account);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(postern::doctor::run(&added.config, &added.account));
+            print!("{}", report.text);
+            if !report.ok {
+                eprintln!(
+                    "The account is written; fix what doctor says, then run `postern doctor {}`.",
+                    added.account
+                );
+                return Ok(ExitCode::from(1));
+            }
+            if postern::control::PidFile::running(&added.config.data_dir).is_some() {
+                eprintln!("Postern is running: `postern reload` serves the new account.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::User {
+            command: UserCmd::Add(args),
+        } => {
+            let mut prompt = postern::setup::Prompt::stdin();
+            postern::setup::user_add(&cli.config, args, &mut prompt)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { account } => {

@@ -30,4 +30,5 @@ mod reload;
 mod sandbox;
 mod selfsigned;
 mod service_unit;
+mod setup;
 mod web_ui;
