@@ -24,7 +24,7 @@ impl FetchResult {
 pub async fn fetch_run(
     ep: &Endpoint,
     how: &Login,
-    t: &Target,
+    (fetch_cmd, fetch_expect): (&str, &Arc<Vec<u8>>),
     (warm, secs): (Duration, Duration),
     fetch_sessions: usize,
     pid: u32,
@@ -42,12 +42,12 @@ pub async fn fetch_run(
         }
         // One checked FETCH: the bytes arrive unchanged.
         let mut got = Vec::new();
-        let d = c.command(&t.fetch_cmd, Some(&mut got)).await?;
-        if !d.ok || got != *t.fetch_expect {
+        let d = c.command(fetch_cmd, Some(&mut got)).await?;
+        if !d.ok || got != **fetch_expect {
             bail!(
                 "FETCH returned {} bytes, not the {} expected ({})",
                 got.len(),
-                t.fetch_expect.len(),
+                fetch_expect.len(),
                 d.text
             );
         }
@@ -57,7 +57,7 @@ pub async fn fetch_run(
     let end = from + secs;
     let mut set = JoinSet::new();
     for mut c in sessions {
-        let cmd = t.fetch_cmd.clone();
+        let cmd = fetch_cmd.to_owned();
         set.spawn(async move {
             let mut bytes = 0u64;
             while Instant::now() < end {
@@ -98,10 +98,45 @@ pub async fn fetch_section(
     s: &Settings,
     r: &mut Report,
 ) -> anyhow::Result<()> {
+    let mut sizes = vec![("1 MiB", t.fetch_cmd.clone(), t.fetch_expect.clone())];
+    if let Some((cmd, expect)) = &t.fetch_big {
+        sizes.push(("32 MiB", cmd.clone(), expect.clone()));
+    }
+    for (size, cmd, expect) in sizes {
+        fetch_size(t, p, tls, s, r, size, (&cmd, &expect)).await?;
+    }
+    Ok(())
+}
+
+/// FETCH of one message, direct, via Postern and (on Dovecot) via the
+/// peer, in alternating rounds.
+async fn fetch_size(
+    t: &Target,
+    p: &postern::Postern,
+    tls: &tlsutil::Material,
+    s: &Settings,
+    r: &mut Report,
+    size: &str,
+    msg: (&str, &Arc<Vec<u8>>),
+) -> anyhow::Result<()> {
     let (_, via_imap) = via_endpoints(p, tls);
     let (mut direct, mut via): (Option<FetchResult>, Option<FetchResult>) = (None, None);
+    let mut peer: Option<FetchResult> = None;
+    let peer_here = peer_for(s, t);
     for i in 0..s.rounds {
-        let (via_first, window) = round_plan(s, i);
+        let (via_first, (warm, secs)) = round_plan(s, i);
+        // A window holds several whole FETCHes of the big message too (only
+        // those that end inside it count).
+        let window = (warm, secs * msg.1.len().div_ceil(8 * FETCH_SIZE) as u32);
+        if let Some(pr) = peer_here {
+            let w = fetch_run(&pr.imap, &pr.login(), msg, window, s.fetch_sessions, pr.pid)
+                .await
+                .context("via email-oauth2-proxy")?;
+            peer = Some(match peer.take() {
+                Some(a) => a.plus(w),
+                None => w,
+            });
+        }
         for is_via in [via_first, !via_first] {
             let (ep, login, acc) = if is_via {
                 (
@@ -116,7 +151,7 @@ pub async fn fetch_section(
                     &mut direct,
                 )
             };
-            let w = fetch_run(ep, &login, t, window, s.fetch_sessions, p.pid()).await?;
+            let w = fetch_run(ep, &login, msg, window, s.fetch_sessions, p.pid()).await?;
             *acc = Some(match acc.take() {
                 Some(a) => a.plus(w),
                 None => w,
@@ -127,8 +162,13 @@ pub async fn fetch_section(
         bail!("no FETCH rounds ran");
     };
     progress(format!(
-        "{} fetch: direct {:.0} MiB/s, via {:.0} MiB/s",
-        t.name, direct.mib_s, via.mib_s
+        "{} fetch {size}: direct {:.0} MiB/s, via {:.0} MiB/s{}",
+        t.name,
+        direct.mib_s,
+        via.mib_s,
+        peer.as_ref()
+            .map(|x| format!(", email-oauth2-proxy {:.0} MiB/s", x.mib_s))
+            .unwrap_or_default()
     ));
     let n = s.fetch_sessions;
     let sess = if n == 1 {
@@ -136,14 +176,8 @@ pub async fn fetch_section(
     } else {
         format!("{n} sessions")
     };
-    r.row(
-        t.name,
-        format!("IMAP FETCH MiB/s, 1 MiB message, TLS both hops, {sess}"),
-        direct.mib_s,
-        via.mib_s,
-        0,
-        "",
-    );
+    let figure = format!("IMAP FETCH MiB/s, {size} message, TLS both hops, {sess}");
+    r.row(t.name, figure.clone(), direct.mib_s, via.mib_s, 0, "");
     let per = |cpu: f64, res: &FetchResult| {
         if res.mib > 0.0 {
             cpu * 1e3 / res.mib
@@ -151,9 +185,14 @@ pub async fn fetch_section(
             f64::NAN
         }
     };
+    let cpu_figure = if size == "1 MiB" {
+        "CPU ms/MiB: client (direct) vs Postern (via), FETCH".to_string()
+    } else {
+        format!("CPU ms/MiB: client (direct) vs Postern (via), FETCH {size}")
+    };
     r.row(
         t.name,
-        "CPU ms/MiB: client (direct) vs Postern (via), FETCH",
+        cpu_figure.clone(),
         per(direct.cpu.client, &direct),
         per(via.cpu.postern, &via),
         2,
@@ -171,5 +210,9 @@ pub async fn fetch_section(
             }
         ),
     );
+    if let Some(pr) = peer {
+        r.peer(t.name, &figure, pr.mib_s);
+        r.peer(t.name, &cpu_figure, per(pr.cpu.postern, &pr));
+    }
     Ok(())
 }

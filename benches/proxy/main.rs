@@ -22,6 +22,7 @@ mod fetch;
 mod idle;
 mod login;
 mod memory;
+mod peer;
 mod postern;
 mod procfs;
 mod queue;
@@ -43,6 +44,7 @@ use tokio::task::JoinSet;
 use fetch::*;
 use idle::*;
 use login::*;
+use peer::*;
 use queue::*;
 use report::*;
 use smtp::*;
@@ -54,6 +56,8 @@ pub const SMTP_SIZE: usize = 10 * 1024;
 pub const FETCH_SIZE: usize = 1024 * 1024;
 /// Header that marks the benchmark's 1 MiB message in the Dovecot mailbox.
 pub const FETCH_MARK: &str = "postern-bench-fetch-1mib-v1";
+/// Header that marks the 32 MiB message.
+pub const FETCH_MARK_BIG: &str = "postern-bench-fetch-32mib-v1";
 /// The Dovecot test user the benchmark uses (no test uses it).
 pub const DOVECOT_USER: &str = "u40@example.test";
 pub const DOVECOT_PASSWORD: &str = "pw-u40";
@@ -72,6 +76,10 @@ fn usage() -> &'static str {
                         ABBA order, so drifting background load cancels (default 4; quick 1)
   --logins N            timed logins per path and kind (default 200; quick 20)
   --fetch-sessions N    concurrent FETCH sessions (default 1)
+  --peer eop|none       also measure email-oauth2-proxy in front of the same Dovecot
+                        (default: eop when benches/eop/start's variables are set)
+  --peer-logins N       timed logins through the peer (default 40: each costs it ~0.3 s)
+  --peer-idle N         idle sessions held through the peer (default 100, see BENCHMARKS.md)
   --postern-log LEVEL   Postern's log_level (default info, the shipped default)
   --out FILE            also write the report (markdown) to FILE"
 }
@@ -94,6 +102,9 @@ pub struct Settings {
     pub fetch_sessions: usize,
     pub postern_log: String,
     pub out: Option<PathBuf>,
+    pub peer: Option<Arc<Peer>>,
+    pub peer_logins: usize,
+    pub peer_idle: usize,
 }
 
 fn parse_args() -> anyhow::Result<Option<Settings>> {
@@ -116,12 +127,30 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         fetch_sessions: 1,
         postern_log: "info".into(),
         out: None,
+        peer: None,
+        peer_logins: 40,
+        peer_idle: 100,
     };
+    // --peer: given, else eop when benches/eop/start's variables are set.
+    let peer_arg = args
+        .iter()
+        .position(|a| a == "--peer")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want_peer = match peer_arg.as_deref() {
+        Some("eop") => true,
+        Some("none") => false,
+        Some(other) => bail!("unknown peer {other} (eop, none)"),
+        None => std::env::var_os("EOP_IMAP_PORT").is_some(),
+    };
+    if want_peer {
+        s.peer = Some(Arc::new(Peer::from_env()?));
+    }
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench targets without `--bench`:
         // a smoke run against the in-process upstream (no peers needed), in
         // short windows, to prove the benchmark works; `main` checks that
-        // its report holds every figure.
+        // its report holds every figure. `cargo test --bench proxy --
+        // --peer eop` adds the Dovecot upstream and the peer's column.
         println!("proxy benchmark: smoke run (the real one: `benches/run`)");
         s.smoke = true;
         s.upstreams = vec!["memory".into()];
@@ -131,6 +160,16 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
         s.rounds = 2;
         s.logins = 3;
         s.login_warm = 1;
+        s.peer_logins = 3;
+        s.peer_idle = 5;
+        if s.peer.is_some() {
+            // The peer fronts Dovecot: the smoke run adds that upstream,
+            // and a few idle sessions for the RSS row.
+            s.upstreams.insert(0, "dovecot".into());
+            s.sessions = vec![1, 2];
+            s.idle = Some(5);
+            s.only.insert("idle".into());
+        }
         return Ok(Some(s));
     }
     let mut secs = None;
@@ -163,6 +202,11 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
             "--logins" => logins = Some(val()?.parse::<usize>()?),
             "--fetch-sessions" => s.fetch_sessions = val()?.parse()?,
             "--postern-log" => s.postern_log = val()?,
+            "--peer" => {
+                val()?;
+            }
+            "--peer-logins" => s.peer_logins = val()?.parse()?,
+            "--peer-idle" => s.peer_idle = val()?.parse()?,
             "--out" => s.out = Some(val()?.into()),
             "-h" | "--help" => {
                 println!("{}", usage());
@@ -186,6 +230,10 @@ fn parse_args() -> anyhow::Result<Option<Settings>> {
     }
     if let Some(n) = logins {
         s.logins = n;
+    }
+    if s.peer.is_some() && s.idle.is_none() && !s.quick {
+        // The three-column table has the idle memory row.
+        s.idle = Some(1000);
     }
     if s.idle.is_some() && !only_given {
         s.only.insert("idle".into());
@@ -271,6 +319,7 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
     let message = Arc::new(fetch_message());
     let mut r = Report::default();
     let mut memory_target_kept = None;
+    let mut peer_idle_kib = None;
     for u in &s.upstreams {
         let t = if u == "dovecot" {
             dovecot_target(&tls, dir.path(), message.clone()).await?
@@ -315,6 +364,10 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
             );
         }
         check_warnings(&p, t.name, &mut r);
+        if let (Some(pr), true) = (peer_for(&s, &t), s.only.contains("idle")) {
+            let (kib, k) = peer_idle(pr, s.peer_idle).await.context("idle via the peer")?;
+            peer_idle_kib = Some((kib, k));
+        }
         if u == "memory" {
             if let (Some(n), true) = (s.idle, s.only.contains("idle")) {
                 drop(p);
@@ -335,6 +388,12 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         r.notes.push(format!(
             "the in-process sink accepted {} messages in all",
             m.received.load(std::sync::atomic::Ordering::Relaxed)
+        ));
+    }
+    if let Some((kib, k)) = peer_idle_kib {
+        r.peer("memory", IDLE_FIGURE, kib);
+        r.notes.push(format!(
+            "idle: email-oauth2-proxy's figure is from {k} logged-in sessions against Dovecot (its logins cost about 0.3 s of CPU each, one at a time: 1,000 would take 5 minutes); Postern's from the in-process upstream"
         ));
     }
     evaluate(&mut r);
@@ -371,6 +430,30 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         begun.elapsed().as_secs_f64()
     );
     Ok(r.render(&header))
+}
+
+/// With a peer, the Dovecot rows (and the idle row) have its figure too.
+fn check_peer_column(report: &str) -> anyhow::Result<()> {
+    for (upstream, figure) in [
+        ("dovecot", "SMTP msgs/s, 10 KiB, 1 session"),
+        ("dovecot", "CPU µs/msg: client (direct) vs Postern (via), 1 session"),
+        ("dovecot", "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session"),
+        ("dovecot", "IMAP FETCH MiB/s, 32 MiB message, TLS both hops, 1 session"),
+        ("dovecot", "CPU ms/MiB: client (direct) vs Postern (via), FETCH"),
+        ("dovecot", "IMAP login p50 ms (XOAUTH2, cached token)"),
+        ("memory", IDLE_FIGURE),
+    ] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {upstream} | {figure} |")))
+            .with_context(|| format!("no row {upstream} {figure:?}"))?;
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        match cells.get(5).map(|c| c.parse::<f64>()) {
+            Some(Ok(x)) if x > 0.0 => {}
+            _ => bail!("{upstream} {figure}: no email-oauth2-proxy figure in {row:?}"),
+        }
+    }
+    Ok(())
 }
 
 /// The smoke run's report has a direct and a via figure for everything.
@@ -423,10 +506,15 @@ fn main() -> anyhow::Result<()> {
     let handle = upstream_rt.handle().clone();
     // The orchestration itself runs as a task on the client runtime.
     let smoke = s.smoke;
+    let with_peer = s.peer.is_some();
     let report = client_rt.block_on(async move { tokio::spawn(run(s, handle)).await? })?;
     println!("{report}");
     if smoke {
         check_smoke_report(&report)?;
+        if with_peer {
+            check_peer_column(&report)?;
+            println!("proxy benchmark: the email-oauth2-proxy column is present");
+        }
     }
     if let Some(path) = out {
         std::fs::write(&path, &report).with_context(|| format!("{}", path.display()))?;

@@ -7,6 +7,8 @@ pub struct Row {
     pub figure: String,
     pub direct: f64,
     pub via: f64,
+    /// The peer proxy (email-oauth2-proxy) on the same figure, or NaN.
+    pub peer: f64,
     pub decimals: usize,
     pub note: String,
 }
@@ -33,9 +35,25 @@ impl Report {
             figure: figure.into(),
             direct,
             via,
+            peer: f64::NAN,
             decimals,
             note: note.into(),
         });
+    }
+
+    /// The peer's figure for a row already added.
+    pub fn peer(&mut self, upstream: &str, figure: &str, value: f64) {
+        if let Some(row) = self
+            .rows
+            .iter_mut()
+            .find(|r| r.upstream == upstream && r.figure == figure)
+        {
+            row.peer = value;
+        }
+    }
+
+    fn has_peer(&self) -> bool {
+        self.rows.iter().any(|r| r.peer.is_finite())
     }
 
     pub fn find(&self, upstream: &str, figure: &str) -> Option<&Row> {
@@ -47,11 +65,27 @@ impl Report {
     pub fn render(&self, header: &str) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "{header}");
-        let _ = writeln!(
-            o,
-            "| upstream | figure | direct | via Postern | via/direct | note |"
-        );
-        let _ = writeln!(o, "|---|---|---:|---:|---:|---|");
+        let peer = self.has_peer();
+        if peer {
+            let _ = writeln!(
+                o,
+                "| upstream | figure | direct | via Postern | via email-oauth2-proxy | Postern/direct | Postern/peer | note |"
+            );
+            let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---|");
+        } else {
+            let _ = writeln!(
+                o,
+                "| upstream | figure | direct | via Postern | via/direct | note |"
+            );
+            let _ = writeln!(o, "|---|---|---:|---:|---:|---|");
+        }
+        let ratio = |a: f64, b: f64| {
+            if a.is_finite() && b.is_finite() && b != 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "–".into()
+            }
+        };
         for r in &self.rows {
             let f = |v: f64| {
                 if v.is_finite() {
@@ -60,19 +94,24 @@ impl Report {
                     "–".into()
                 }
             };
-            let ratio = if r.direct.is_finite() && r.via.is_finite() && r.direct != 0.0 {
-                format!("{:.2}", r.via / r.direct)
+            let peer_cells = if peer {
+                format!(" {} |", f(r.peer))
             } else {
-                "–".into()
+                String::new()
+            };
+            let peer_ratio = if peer {
+                format!(" {} |", ratio(r.via, r.peer))
+            } else {
+                String::new()
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |{peer_cells} {} |{peer_ratio} {} |",
                 r.upstream,
                 r.figure,
                 f(r.direct),
                 f(r.via),
-                ratio,
+                ratio(r.via, r.direct),
                 r.note
             );
         }
@@ -226,6 +265,18 @@ pub fn evaluate(r: &mut Report) {
         .filter(|x| x.figure.starts_with("CPU "))
         .map(|x| (x.upstream.clone(), x.figure.clone(), x.direct, x.via))
         .collect();
+    if let Some((d, v)) = ratio(
+        r,
+        "dovecot",
+        "CPU µs/msg: client (direct) vs Postern (via), 16 sessions",
+    ) {
+        let q = v / d;
+        r.targets.push(target_line(
+            "dovecot: Postern's CPU per relayed message at 16 sessions ≤ 2 × the direct client's",
+            q <= 2.0,
+            format!("{q:.2} × ({v:.0} vs {d:.0} µs/msg)"),
+        ));
+    }
     for (u, f, d, v) in cpu_rows {
         r.targets.push(target_line(
             &format!("{u}: Postern's CPU no worse than the direct client's own ({f})"),

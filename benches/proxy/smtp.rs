@@ -140,7 +140,7 @@ pub async fn smtp_section(
         // rows the figures before it left (a real account's window holds at
         // most its daily limit).
         let p = start_postern(t, tls, s)?;
-        let (direct, via) = match smtp_pair(t, &p, tls, s, n, &stuffed).await {
+        let (direct, via, peer) = match smtp_pair(t, &p, tls, s, n, &stuffed).await {
             Ok(x) => x,
             Err(e) => bail!(
                 "{n} sessions: {e:#}\n--- postern log (last lines) ---\n{}",
@@ -195,9 +195,10 @@ pub async fn smtp_section(
                 f64::NAN
             }
         };
+        let cpu_figure = format!("CPU µs/msg: client (direct) vs Postern (via), {n} {label}");
         r.row(
             t.name,
-            format!("CPU µs/msg: client (direct) vs Postern (via), {n} {label}"),
+            cpu_figure.clone(),
             per(direct.cpu.client, &direct),
             per(via.cpu.postern, &via),
             0,
@@ -216,6 +217,27 @@ pub async fn smtp_section(
                 }
             ),
         );
+        if let Some(pr) = peer {
+            progress(format!(
+                "{} smtp {n} sessions: email-oauth2-proxy {:.0} msg/s (p50 {:.2} ms), {:.0} µs CPU/msg",
+                t.name,
+                pr.rate,
+                pr.p50,
+                per(pr.cpu.postern, &pr)
+            ));
+            let name = |f: &str| format!("{f}, {n} {label}");
+            r.peer(t.name, &name("SMTP msgs/s, 10 KiB"), pr.rate);
+            r.peer(t.name, &name("SMTP end-of-DATA→250 p50 ms"), pr.p50);
+            r.peer(t.name, &name("SMTP end-of-DATA→250 p99 ms"), pr.p99);
+            // The peer's own CPU per message, as Postern's (via).
+            r.peer(t.name, &cpu_figure, per(pr.cpu.postern, &pr));
+            if let Some(e) = &pr.error {
+                r.notes.push(format!(
+                    "{} SMTP {n} sessions: an email-oauth2-proxy session failed: {e}",
+                    t.name
+                ));
+            }
+        }
     }
     if let Some(dir) = &t.sink_dir {
         let removed = clean_sink(dir);
@@ -227,7 +249,8 @@ pub async fn smtp_section(
 }
 
 /// Direct and through Postern, with `n` concurrent sessions, in alternating
-/// rounds (see `round_plan`).
+/// rounds (see `round_plan`); and through the peer proxy, at 1 and 16
+/// sessions, after each round's pair.
 pub async fn smtp_pair(
     t: &Target,
     p: &postern::Postern,
@@ -235,11 +258,26 @@ pub async fn smtp_pair(
     s: &Settings,
     n: usize,
     stuffed: &Arc<Vec<u8>>,
-) -> anyhow::Result<(SmtpResult, SmtpResult)> {
+) -> anyhow::Result<(SmtpResult, SmtpResult, Option<SmtpResult>)> {
     let (via_smtp, _) = via_endpoints(p, tls);
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    let (mut direct, mut via, mut peer) = (Vec::new(), Vec::new(), Vec::new());
+    let peer_here = peer_for(s, t).filter(|_| n == 1 || n == 16);
     for i in 0..s.rounds {
         let (via_first, window) = round_plan(s, i);
+        if let Some(pr) = peer_here {
+            let w = smtp_run(
+                &pr.smtp,
+                &pr.user,
+                &pr.password,
+                n,
+                window,
+                stuffed.clone(),
+                pr.pid,
+            )
+            .await
+            .context("via email-oauth2-proxy")?;
+            peer.push(w);
+        }
         for is_via in [via_first, !via_first] {
             if is_via {
                 let w = smtp_run(
@@ -270,7 +308,8 @@ pub async fn smtp_pair(
             }
         }
     }
-    Ok((smtp_result(direct), smtp_result(via)))
+    let peer = (!peer.is_empty()).then(|| smtp_result(peer));
+    Ok((smtp_result(direct), smtp_result(via), peer))
 }
 
 /// Remove the messages this benchmark sent from the test peers' sink (their

@@ -13,6 +13,8 @@ pub struct Target {
     pub ca: PathBuf,
     pub fetch_cmd: String,
     pub fetch_expect: Arc<Vec<u8>>,
+    /// A 32 MiB message's FETCH and bytes (Dovecot only).
+    pub fetch_big: Option<(String, Arc<Vec<u8>>)>,
     pub sink_dir: Option<PathBuf>,
     pub in_process: bool,
 }
@@ -25,19 +27,25 @@ pub fn env(var: &str) -> anyhow::Result<String> {
 
 /// The 1 MiB message (exact size, CRLF lines) served by both upstreams.
 pub fn fetch_message() -> Vec<u8> {
+    bench_message(FETCH_SIZE, FETCH_MARK)
+}
+
+/// A message of exactly `size` bytes marked by `mark` in X-Postern-Bench.
+pub fn bench_message(size: usize, mark: &str) -> Vec<u8> {
     let mut m = format!(
-        "From: <postern-bench@example.test>\r\nTo: <{DOVECOT_USER}>\r\nSubject: postern bench 1 MiB\r\nX-Postern-Bench: {FETCH_MARK}\r\nMessage-ID: <{FETCH_MARK}@example.test>\r\n\r\n"
+        "From: <postern-bench@example.test>\r\nTo: <{DOVECOT_USER}>\r\nSubject: postern bench {} KiB\r\nX-Postern-Bench: {mark}\r\nMessage-ID: <{mark}@example.test>\r\n\r\n",
+        size / 1024
     )
     .into_bytes();
     let line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\r\n";
-    while m.len() + line.len() <= FETCH_SIZE - 2 {
+    while m.len() + line.len() <= size - 2 {
         m.extend_from_slice(line);
     }
-    while m.len() < FETCH_SIZE - 2 {
+    while m.len() < size - 2 {
         m.push(b'.');
     }
     m.extend_from_slice(b"\r\n");
-    assert_eq!(m.len(), FETCH_SIZE);
+    assert_eq!(m.len(), size);
     m
 }
 
@@ -79,16 +87,9 @@ pub async fn dovecot_target(
         bail!("Dovecot login as {DOVECOT_USER}: {}", d.text);
     }
     c.command("SELECT INBOX", None).await?;
-    let find = format!("UID SEARCH HEADER X-Postern-Bench {FETCH_MARK}");
-    let mut uid = search_uid(&c.command(&find, None).await?);
-    if uid.is_none() {
-        let d = c.append("INBOX", &message).await?;
-        if !d.ok {
-            bail!("APPEND of the 1 MiB message: {}", d.text);
-        }
-        uid = search_uid(&c.command(&find, None).await?);
-    }
-    let uid = uid.context("the 1 MiB message is not in the mailbox after APPEND")?;
+    let uid = find_or_append(&mut c, FETCH_MARK, &message).await?;
+    let big = Arc::new(bench_message(32 * FETCH_SIZE, FETCH_MARK_BIG));
+    let big_uid = find_or_append(&mut c, FETCH_MARK_BIG, &big).await?;
     c.logout().await;
     Ok(Target {
         name: "dovecot",
@@ -101,9 +102,24 @@ pub async fn dovecot_target(
         ca,
         fetch_cmd: format!("UID FETCH {uid} BODY.PEEK[]"),
         fetch_expect: message,
+        fetch_big: Some((format!("UID FETCH {big_uid} BODY.PEEK[]"), big)),
         sink_dir: Some(sink),
         in_process: false,
     })
+}
+
+/// The UID of the message marked `mark`, appended once when missing.
+async fn find_or_append(c: &mut Imap, mark: &str, message: &[u8]) -> anyhow::Result<u32> {
+    let find = format!("UID SEARCH HEADER X-Postern-Bench {mark}");
+    if let Some(uid) = search_uid(&c.command(&find, None).await?) {
+        return Ok(uid);
+    }
+    let d = c.append("INBOX", message).await?;
+    if !d.ok {
+        bail!("APPEND of the {} KiB message: {}", message.len() / 1024, d.text);
+    }
+    search_uid(&c.command(&find, None).await?)
+        .with_context(|| format!("the {mark} message is not in the mailbox after APPEND"))
 }
 
 pub fn search_uid(d: &clients::Done) -> Option<u32> {
@@ -151,6 +167,7 @@ pub async fn memory_target(
         ca: tls.cert_pem.clone(),
         fetch_cmd: "UID FETCH 1 BODY.PEEK[]".into(),
         fetch_expect: message,
+        fetch_big: None,
         sink_dir: None,
         in_process: true,
     };
