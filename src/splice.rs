@@ -4,6 +4,8 @@
 //! `imap_idle_timeout` without traffic in either direction.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,7 +19,10 @@ const SMALL_BUF: usize = 2 * 1024;
 
 /// Copy bytes both ways until both sides are done or the connection is idle
 /// for `idle`. Half-close is passed on; buffers are big only while data flows.
-pub async fn splice<A, B>(a: A, b: B, a_pending: &[u8], b_pending: &[u8], idle: Duration)
+/// The read buffers of the login phase (`a_pending`, `b_pending`: what each
+/// side sent ahead) are written on and freed before the copying starts, so
+/// an idle session holds none of them.
+pub async fn splice<A, B>(a: A, b: B, a_pending: BytesMut, b_pending: BytesMut, idle: Duration)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -29,15 +34,16 @@ where
     let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     // Bytes each side sent before the splice began (pipelined commands).
     if !a_pending.is_empty()
-        && (bw.write_all(a_pending).await.is_err() || bw.flush().await.is_err())
+        && (bw.write_all(&a_pending).await.is_err() || bw.flush().await.is_err())
     {
         return;
     }
     if !b_pending.is_empty()
-        && (aw.write_all(b_pending).await.is_err() || aw.flush().await.is_err())
+        && (aw.write_all(&b_pending).await.is_err() || aw.flush().await.is_err())
     {
         return;
     }
+    drop((a_pending, b_pending));
     let up = pump(&mut ar, &mut bw, &touch);
     let down = pump(&mut br, &mut aw, &touch);
     let watchdog = async {

@@ -121,14 +121,7 @@ pub async fn idle_section(
             rss2 as f64 / 1048576.0
         ),
     );
-    r.row(
-        t.name,
-        IDLE_FIGURE,
-        f64::NAN,
-        per / 1024.0,
-        1,
-        "",
-    );
+    r.row(t.name, IDLE_FIGURE, f64::NAN, per / 1024.0, 1, "");
     if let Some(e) = first_err {
         r.notes.push(format!("idle: first failure: {e}"));
     }

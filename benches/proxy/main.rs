@@ -365,7 +365,9 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
         }
         check_warnings(&p, t.name, &mut r);
         if let (Some(pr), true) = (peer_for(&s, &t), s.only.contains("idle")) {
-            let (kib, k) = peer_idle(pr, s.peer_idle).await.context("idle via the peer")?;
+            let (kib, k) = peer_idle(pr, s.peer_idle)
+                .await
+                .context("idle via the peer")?;
             peer_idle_kib = Some((kib, k));
         }
         if u == "memory" {
@@ -436,10 +438,22 @@ async fn run(s: Settings, upstream_rt: tokio::runtime::Handle) -> anyhow::Result
 fn check_peer_column(report: &str) -> anyhow::Result<()> {
     for (upstream, figure) in [
         ("dovecot", "SMTP msgs/s, 10 KiB, 1 session"),
-        ("dovecot", "CPU µs/msg: client (direct) vs Postern (via), 1 session"),
-        ("dovecot", "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session"),
-        ("dovecot", "IMAP FETCH MiB/s, 32 MiB message, TLS both hops, 1 session"),
-        ("dovecot", "CPU ms/MiB: client (direct) vs Postern (via), FETCH"),
+        (
+            "dovecot",
+            "CPU µs/msg: client (direct) vs Postern (via), 1 session",
+        ),
+        (
+            "dovecot",
+            "IMAP FETCH MiB/s, 1 MiB message, TLS both hops, 1 session",
+        ),
+        (
+            "dovecot",
+            "IMAP FETCH MiB/s, 32 MiB message, TLS both hops, 1 session",
+        ),
+        (
+            "dovecot",
+            "CPU ms/MiB: client (direct) vs Postern (via), FETCH",
+        ),
         ("dovecot", "IMAP login p50 ms (XOAUTH2, cached token)"),
         ("memory", IDLE_FIGURE),
     ] {

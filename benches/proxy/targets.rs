@@ -116,7 +116,11 @@ async fn find_or_append(c: &mut Imap, mark: &str, message: &[u8]) -> anyhow::Res
     }
     let d = c.append("INBOX", message).await?;
     if !d.ok {
-        bail!("APPEND of the {} KiB message: {}", message.len() / 1024, d.text);
+        bail!(
+            "APPEND of the {} KiB message: {}",
+            message.len() / 1024,
+            d.text
+        );
     }
     search_uid(&c.command(&find, None).await?)
         .with_context(|| format!("the {mark} message is not in the mailbox after APPEND"))

@@ -644,12 +644,12 @@ where
     match s.run().await {
         Ok((conn, up)) => {
             let (client, pending_client) = conn.into_parts();
-            let up = *up;
+            let (upstream, pending_up) = (*up).into_parts();
             crate::splice::splice(
                 client,
-                up.stream,
-                &pending_client,
-                &up.rbuf,
+                upstream,
+                pending_client,
+                pending_up,
                 ctx.limits.imap_idle_timeout,
             )
             .await;

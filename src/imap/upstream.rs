@@ -79,6 +79,12 @@ impl From<UpstreamError> for LoginFailure {
 }
 
 impl ImapUpstream {
+    /// The stream and what was read ahead of it, for the splice; the rest
+    /// (capabilities, names) is freed here, not held by an idle session.
+    pub fn into_parts(self) -> (UpstreamStream, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+
     /// TCP, TLS as configured, greeting, capabilities.
     pub async fn connect(cfg: &ImapAccount) -> Result<ImapUpstream, UpstreamError> {
         let target = cfg.target();

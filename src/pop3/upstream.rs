@@ -88,6 +88,12 @@ impl Answer {
 }
 
 impl Pop3Upstream {
+    /// The stream and what was read ahead of it, for the splice; the rest
+    /// (capabilities, names) is freed here, not held by an idle session.
+    pub fn into_parts(self) -> (UpstreamStream, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+
     /// TCP, TLS as configured, greeting, CAPA.
     pub async fn connect(cfg: &Pop3Account) -> Result<Pop3Upstream, UpstreamError> {
         let target = cfg.target();
