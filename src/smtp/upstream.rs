@@ -983,7 +983,8 @@ impl RelayTransaction {
         match conn.data(message).await {
             Ok(r) => {
                 metrics.upstream_time("smtp", &account, "submit", t);
-                info!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
+                // The session's summary line (or the queue's "delivered") says it at info.
+                debug!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
                 self.relay.checkin(conn);
                 let o = Outcome::upstream(&account, &self.relay.cfg.email, Stage::MessageEnd, &r);
                 metrics.upstream_message(&account, o.verdict.as_str());
