@@ -129,9 +129,14 @@ async fn fetch_size(
         // those that end inside it count).
         let window = (warm, secs * msg.1.len().div_ceil(8 * FETCH_SIZE) as u32);
         if let Some(pr) = peer_here {
-            let w = fetch_run(&pr.imap, &pr.login(), msg, window, s.fetch_sessions, pr.pid)
-                .await
-                .context("via email-oauth2-proxy")?;
+            // A peer that stops answering fails the run instead of hanging it.
+            let w = tokio::time::timeout(
+                window.0 + window.1 + Duration::from_secs(60),
+                fetch_run(&pr.imap, &pr.login(), msg, window, s.fetch_sessions, pr.pid),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("email-oauth2-proxy stopped answering"))?
+            .context("via email-oauth2-proxy")?;
             peer = Some(match peer.take() {
                 Some(a) => a.plus(w),
                 None => w,

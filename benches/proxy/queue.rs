@@ -69,6 +69,7 @@ pub async fn queue_section(
         (s.warm, s.secs / 2),
         stuffed.clone(),
         p.pid(),
+        false,
     )
     .await
     .context("into the queue")?;

@@ -19,6 +19,7 @@ pub struct SmtpResult {
     pub error: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn smtp_run(
     ep: &Endpoint,
     user: &str,
@@ -27,15 +28,28 @@ pub async fn smtp_run(
     (warm, secs): (Duration, Duration),
     stuffed: Arc<Vec<u8>>,
     pid: u32,
+    settle: bool,
 ) -> anyhow::Result<SmtpWindow> {
-    let mut set = JoinSet::new();
-    for _ in 0..sessions {
-        let (ep, user, pass) = (ep.clone(), user.to_owned(), pass.to_owned());
-        set.spawn(async move { Smtp::open(&ep, &user, &pass).await });
-    }
     let mut conns = Vec::new();
-    while let Some(r) = set.join_next().await {
-        conns.push(r?.context("SMTP session setup")?);
+    if settle {
+        // One at a time (see `Smtp::open_settled`): email-oauth2-proxy left
+        // some of 16 simultaneous new sessions without an answer.
+        for _ in 0..sessions {
+            conns.push(
+                Smtp::open_settled(ep, user, pass)
+                    .await
+                    .context("SMTP session setup")?,
+            );
+        }
+    } else {
+        let mut set = JoinSet::new();
+        for _ in 0..sessions {
+            let (ep, user, pass) = (ep.clone(), user.to_owned(), pass.to_owned());
+            set.spawn(async move { Smtp::open(&ep, &user, &pass).await });
+        }
+        while let Some(r) = set.join_next().await {
+            conns.push(r?.context("SMTP session setup")?);
+        }
     }
     let from = Instant::now() + warm;
     let end = from + secs;
@@ -265,16 +279,22 @@ pub async fn smtp_pair(
     for i in 0..s.rounds {
         let (via_first, window) = round_plan(s, i);
         if let Some(pr) = peer_here {
-            let w = smtp_run(
-                &pr.smtp,
-                &pr.user,
-                &pr.password,
-                n,
-                window,
-                stuffed.clone(),
-                pr.pid,
+            // A peer that stops answering fails the run instead of hanging it.
+            let w = tokio::time::timeout(
+                window.0 + window.1 + Duration::from_secs(60),
+                smtp_run(
+                    &pr.smtp,
+                    &pr.user,
+                    &pr.password,
+                    n,
+                    window,
+                    stuffed.clone(),
+                    pr.pid,
+                    true,
+                ),
             )
             .await
+            .map_err(|_| anyhow::anyhow!("email-oauth2-proxy stopped answering"))?
             .context("via email-oauth2-proxy")?;
             peer.push(w);
         }
@@ -288,6 +308,7 @@ pub async fn smtp_pair(
                     window,
                     stuffed.clone(),
                     p.pid(),
+                    false,
                 )
                 .await
                 .context("via Postern")?;
@@ -301,6 +322,7 @@ pub async fn smtp_pair(
                     window,
                     stuffed.clone(),
                     p.pid(),
+                    false,
                 )
                 .await
                 .context("direct")?;
