@@ -77,6 +77,17 @@ pub fn outcome(code: u16, queued: bool) -> &'static str {
     }
 }
 
+/// The labels of a transaction's step: user, route, outcome and the
+/// reply's enhanced status code.
+fn tx_labels(user: &str, route: &str, outcome: &str, status: Option<&str>) -> Labels {
+    vec![
+        ("user", user.to_owned()),
+        ("route", route.to_owned()),
+        ("outcome", outcome.to_owned()),
+        ("status", status.unwrap_or("").to_owned()),
+    ]
+}
+
 /// The `result` label of a check: "ok" or "failed".
 fn result(ok: bool) -> String {
     if ok { "ok" } else { "failed" }.to_owned()
@@ -107,13 +118,9 @@ impl Metrics {
     /// `send_via` key): its outcome and the reply's enhanced status code
     /// (RFC 3463, the reason: `4.7.0` a quota, `5.7.1` a policy…).
     pub fn message(&self, user: &str, route: &str, outcome: &'static str, status: Option<&str>) {
-        let l: Labels = vec![
-            ("user", user.to_owned()),
-            ("route", route.to_owned()),
-            ("outcome", outcome.to_owned()),
-            ("status", status.unwrap_or("").to_owned()),
-        ];
-        self.messages.get_or_create(&l).inc();
+        self.messages
+            .get_or_create(&tx_labels(user, route, outcome, status))
+            .inc();
     }
 
     /// A recipient was answered for local user `user` on `route`: accepted,
@@ -124,13 +131,9 @@ impl Metrics {
             400..=499 => "deferred",
             _ => "refused",
         };
-        let l: Labels = vec![
-            ("user", user.to_owned()),
-            ("route", route.to_owned()),
-            ("outcome", outcome.to_owned()),
-            ("status", status.unwrap_or("").to_owned()),
-        ];
-        self.recipients.get_or_create(&l).inc();
+        self.recipients
+            .get_or_create(&tx_labels(user, route, outcome, status))
+            .inc();
     }
 
     /// A token request for built-in OAuth account `account` ended.
@@ -180,50 +183,55 @@ impl Metrics {
     /// A registry with the counters; the caller adds what it reads now.
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("postern");
-        r.register(
-            "sessions",
-            "Sessions accepted, by protocol and listener",
-            self.sessions_total.clone(),
-        );
+        let counters = [
+            (
+                "sessions",
+                "Sessions accepted, by protocol and listener",
+                &self.sessions_total,
+            ),
+            (
+                "logins",
+                "Local logins checked, by user and result",
+                &self.logins,
+            ),
+            (
+                "messages",
+                "SMTP transactions ended at DATA, by user, route, outcome (accepted, queued, deferred, refused) and enhanced status code",
+                &self.messages,
+            ),
+            (
+                "recipients",
+                "Recipients answered at RCPT, by user, route, outcome (accepted, deferred, refused) and enhanced status code",
+                &self.recipients,
+            ),
+            (
+                "oauth_refreshes",
+                "Token requests of built-in OAuth accounts, by account and result",
+                &self.refreshes,
+            ),
+            (
+                "upstream_messages",
+                "Messages submitted to an account's server, by account and verdict (accepted, quota, throttled, sender_denied, auth, busy, transient, permanent)",
+                &self.upstream_messages,
+            ),
+            (
+                "queue_recipients_done",
+                "Recipients of queued messages that reached their end, by route and outcome (delivered, bounced, expired)",
+                &self.queue_rcpts,
+            ),
+        ];
+        for (name, help, family) in counters {
+            r.register(name, help, family.clone());
+        }
         r.register(
             "sessions_open",
             "Sessions open now, by protocol and listener",
             self.sessions_open.clone(),
         );
         r.register(
-            "logins",
-            "Local logins checked, by user and result",
-            self.logins.clone(),
-        );
-        r.register(
-            "messages",
-            "SMTP transactions ended at DATA, by user, route, outcome (accepted, queued, deferred, refused) and enhanced status code",
-            self.messages.clone(),
-        );
-        r.register(
-            "recipients",
-            "Recipients answered at RCPT, by user, route, outcome (accepted, deferred, refused) and enhanced status code",
-            self.recipients.clone(),
-        );
-        r.register(
-            "oauth_refreshes",
-            "Token requests of built-in OAuth accounts, by account and result",
-            self.refreshes.clone(),
-        );
-        r.register(
             "upstream_latency_seconds",
             "Time taken by upstream servers, by protocol, account and step (connect: TCP and TLS to the greeting; login; submit: DATA to the final reply)",
             self.upstream_latency.clone(),
-        );
-        r.register(
-            "upstream_messages",
-            "Messages submitted to an account's server, by account and verdict (accepted, quota, throttled, sender_denied, auth, busy, transient, permanent)",
-            self.upstream_messages.clone(),
-        );
-        r.register(
-            "queue_recipients_done",
-            "Recipients of queued messages that reached their end, by route and outcome (delivered, bounced, expired)",
-            self.queue_rcpts.clone(),
         );
         let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         start.set(

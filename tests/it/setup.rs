@@ -69,6 +69,13 @@ fn in_pty(argv: &[&str], script: &[(&str, &str)]) -> (String, i32) {
     )
 }
 
+/// `postern --config CFG account add ARGS…`, with `env`.
+fn account_add(cfg: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut all = vec!["--config", cfg, "account", "add"];
+    all.extend_from_slice(args);
+    run_env(BIN, &all, env)
+}
+
 /// A commented config with SMTP and IMAP listeners and no account yet.
 const START: &str = "# My Postern: the comments and layout must survive the edit.\n\
 data_dir = \"var\"   # next to this file\n\
@@ -177,13 +184,9 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
     let dir = tempfile::tempdir().unwrap();
     let file = start_config(dir.path());
     let cfg = file.to_str().unwrap();
-    let (ok, out, err) = run_env(
-        BIN,
+    let (ok, out, err) = account_add(
+        cfg,
         &[
-            "--config",
-            cfg,
-            "account",
-            "add",
             "Jane.Doe@icloud.com",
             "--password-env",
             "JANE_APP_PW",
@@ -220,13 +223,9 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
     assert!(ok, "{o}\n{e}");
 
     // What the provider does not accept is refused, and nothing is written.
-    let (ok, _, err) = run(
-        BIN,
+    let (ok, _, err) = account_add(
+        cfg,
         &[
-            "--config",
-            cfg,
-            "account",
-            "add",
             "bob@outlook.com",
             "--auth",
             "app-password",
@@ -235,6 +234,7 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
             "--no-user",
             "--no-doctor",
         ],
+        &[],
     );
     assert!(!ok);
     assert!(
@@ -243,13 +243,9 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
     // Built-in OAuth: the client is written, doctor waits for consent.
-    let (ok, _, err) = run(
-        BIN,
+    let (ok, _, err) = account_add(
+        cfg,
         &[
-            "--config",
-            cfg,
-            "account",
-            "add",
             "bob@outlook.com",
             "--client-id",
             "1234-abcd",
@@ -257,6 +253,7 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
             "MS_SECRET",
             "--no-user",
         ],
+        &[],
     );
     assert!(ok, "{err}");
     assert!(err.contains("Next: `postern auth bob`"), "{err}");
@@ -266,19 +263,16 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
         "{after}"
     );
     // A second account under the same address name gets its own key.
-    let (ok, o, e) = run(
-        BIN,
+    let (ok, o, e) = account_add(
+        cfg,
         &[
-            "--config",
-            cfg,
-            "account",
-            "add",
             "jane.doe@gmail.com",
             "--token-command",
             "pizauth show jane",
             "--no-user",
             "--no-doctor",
         ],
+        &[],
     );
     assert!(ok, "{o}\n{e}");
     let after = std::fs::read_to_string(&file).unwrap();
