@@ -511,7 +511,12 @@ pub fn account_add<R: BufRead>(
         None if a.password_env.is_some() || a.password_file.is_some() => *accepted
             .iter()
             .find(|k| **k != AuthKind::Oauth2)
-            .unwrap_or(&accepted[0]),
+            .with_context(|| {
+                format!(
+                    "{} takes only OAuth: give --client-id or --token-command, not a password",
+                    preset.map_or("this provider", |ps| ps.display)
+                )
+            })?,
         None if accepted.len() == 1 => accepted[0],
         None => {
             let names: Vec<&str> = accepted.iter().map(|k| k.as_str()).collect();

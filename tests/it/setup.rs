@@ -242,6 +242,15 @@ fn account_add_by_flags_uses_the_preset_and_its_hints() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
+    // A password for an OAuth-only provider is refused too.
+    let (ok, _, err) = account_add(
+        cfg,
+        &["bob@outlook.com", "--password-env", "X", "--no-user"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("takes only OAuth"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), after);
     // Built-in OAuth: the client is written, doctor waits for consent.
     let (ok, _, err) = account_add(
         cfg,
