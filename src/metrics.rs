@@ -142,24 +142,30 @@ impl Metrics {
         self.refreshes.get_or_create(&l).inc();
     }
 
-    /// One step with an upstream server took from `started` to now:
-    /// `connect` (TCP and TLS, up to the greeting), `login` (authentication)
-    /// or `submit` (the message, from DATA to the final reply).
-    pub fn upstream_time(
+    /// Runs one step with an upstream server and, when it succeeds, records
+    /// how long it took: `connect` (TCP and TLS, up to the greeting),
+    /// `login` (authentication) or `submit` (the message, from DATA to the
+    /// final reply).
+    pub async fn timed<T, E>(
         &self,
         proto: &'static str,
         account: &str,
         step: &'static str,
-        started: std::time::Instant,
-    ) {
-        let l: Labels = vec![
-            ("proto", proto.to_owned()),
-            ("account", account.to_owned()),
-            ("step", step.to_owned()),
-        ];
-        self.upstream_latency
-            .get_or_create(&l)
-            .observe(started.elapsed().as_secs_f64());
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let r = f.await;
+        if r.is_ok() {
+            let l: Labels = vec![
+                ("proto", proto.to_owned()),
+                ("account", account.to_owned()),
+                ("step", step.to_owned()),
+            ];
+            self.upstream_latency
+                .get_or_create(&l)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        r
     }
 
     /// Account `account`'s server gave its verdict on a message (`verdict`

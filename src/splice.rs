@@ -4,10 +4,9 @@
 //! `imap_idle_timeout` without traffic in either direction.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytes::BytesMut;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::debug;

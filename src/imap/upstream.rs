@@ -509,16 +509,13 @@ impl ImapUpstream {
     pub async fn open(cfg: &ImapAccount) -> Result<ImapUpstream, UpstreamError> {
         let mut retried = false;
         let metrics = &crate::metrics::METRICS;
+        let account = &cfg.account;
         loop {
-            let t = std::time::Instant::now();
-            let mut up = ImapUpstream::connect(cfg).await?;
-            metrics.upstream_time("imap", &cfg.account, "connect", t);
-            let t = std::time::Instant::now();
-            match up.login(cfg).await {
-                Ok(()) => {
-                    metrics.upstream_time("imap", &cfg.account, "login", t);
-                    return Ok(up);
-                }
+            let mut up = metrics
+                .timed("imap", account, "connect", ImapUpstream::connect(cfg))
+                .await?;
+            match metrics.timed("imap", account, "login", up.login(cfg)).await {
+                Ok(()) => return Ok(up),
                 Err(LoginFailure::CachedTokenRefused(token, _)) if !retried => {
                     tracing::info!(account = %cfg.account, "upstream refused the cached token; fetching a new one");
                     if let Credential::Bearer(src) = &cfg.credential {

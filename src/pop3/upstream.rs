@@ -165,16 +165,13 @@ impl Pop3Upstream {
     pub async fn open(cfg: &Pop3Account) -> Result<Pop3Upstream, UpstreamError> {
         let mut retried = false;
         let metrics = &crate::metrics::METRICS;
+        let account = &cfg.account;
         loop {
-            let t = std::time::Instant::now();
-            let mut up = Pop3Upstream::connect(cfg).await?;
-            metrics.upstream_time("pop3", &cfg.account, "connect", t);
-            let t = std::time::Instant::now();
-            match up.login(cfg).await {
-                Ok(()) => {
-                    metrics.upstream_time("pop3", &cfg.account, "login", t);
-                    return Ok(up);
-                }
+            let mut up = metrics
+                .timed("pop3", account, "connect", Pop3Upstream::connect(cfg))
+                .await?;
+            match metrics.timed("pop3", account, "login", up.login(cfg)).await {
+                Ok(()) => return Ok(up),
                 Err(LoginFailure::CachedTokenRefused(token, _)) if !retried => {
                     tracing::info!(account = %cfg.account, "upstream refused the cached token; fetching a new one");
                     if let Credential::Bearer(src) = &cfg.credential {

@@ -674,16 +674,17 @@ impl AccountRelay {
     async fn connect_in(&self, slot: Option<Slot>) -> Result<Connection, UpstreamError> {
         let mut retried = false;
         let mut slot = slot;
-        let metrics = &crate::metrics::METRICS;
+        let (metrics, account) = (&crate::metrics::METRICS, &self.cfg.account);
         loop {
-            let t = Instant::now();
-            let mut c = Connection::open(&self.cfg).await?;
-            metrics.upstream_time("smtp", &self.cfg.account, "connect", t);
+            let mut c = metrics
+                .timed("smtp", account, "connect", Connection::open(&self.cfg))
+                .await?;
             c.slot = slot.take();
-            let t = Instant::now();
-            match c.login(&self.cfg).await {
+            match metrics
+                .timed("smtp", account, "login", c.login(&self.cfg))
+                .await
+            {
                 Ok(()) => {
-                    metrics.upstream_time("smtp", &self.cfg.account, "login", t);
                     debug!(account = %self.cfg.account, upstream = %self.cfg.target(), "upstream login ok");
                     return Ok(c);
                 }
@@ -979,10 +980,11 @@ impl RelayTransaction {
         // The session's summary line names the account that took it.
         tracing::Span::current().record("account", account.as_str());
         let metrics = &crate::metrics::METRICS;
-        let t = Instant::now();
-        match conn.data(message).await {
+        match metrics
+            .timed("smtp", &account, "submit", conn.data(message))
+            .await
+        {
             Ok(r) => {
-                metrics.upstream_time("smtp", &account, "submit", t);
                 // The session's summary line (or the queue's "delivered") says it at info.
                 debug!(account = %account, upstream = %conn.target, reply = %r, "upstream verdict on the message");
                 self.relay.checkin(conn);
