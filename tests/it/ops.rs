@@ -293,7 +293,9 @@ fn relayed_mail_is_measured_per_account() {
     assert!(value(&m, "postern_upstream_connections_cap", &[("account", "dv")]) >= 1.0);
     assert!(!text.contains("pw-u56") && !text.contains("u56@"));
 
-    // One grep-able line for the relayed message.
+    // One grep-able line for the relayed message (the log reader may be a
+    // moment behind the reply).
+    p.wait_log("transaction done", Duration::from_secs(10));
     let logs = p.logs();
     let lines: Vec<&str> = logs
         .lines()

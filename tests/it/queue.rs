@@ -385,6 +385,8 @@ fn a_permanent_refusal_bounces_to_the_sender_at_the_sink() {
     assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
     // The summary line names the queue id and says it was queued.
     let id = r.rsplit(' ').next().unwrap().trim();
+    // Logged as the reply goes out: the log reader may be a moment behind.
+    p.wait_log("transaction done", Duration::from_secs(10));
     let logs = p.logs();
     let line = logs
         .lines()
